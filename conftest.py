@@ -1,0 +1,14 @@
+"""Test session settings: the ci profile, quiet TensorFlow, fer_utils importable in kernels."""
+
+import os
+import pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parent
+
+# Notebooks and subprocesses inherit these: a bare `pytest` runs the course in the ci profile.
+os.environ.setdefault("FER_PROFILE", "ci")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+# nbval starts each notebook's kernel in notebooks/: make the project's fer_utils importable there.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)

@@ -1,0 +1,173 @@
+"""Settings of the course kit: profiles, data set, weights and folders (design.md §3)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+PROFILES = ("ci", "laptop", "full")
+DATASET_KINDS = ("synthetic", "fer2013", "folder", "au-csv")
+WEIGHTS_CHOICES = ("imagenet", "none")
+DEFAULT_SEED = 1234
+
+
+class SettingsError(ValueError):
+    """A setting (environment variable or argument) has a value the kit does not accept."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Profile:
+    """How big a run is: images, sizes, epochs and batch for one profile."""
+
+    name: str
+    num_images: int | None  # None: the whole data set
+    image_size: int  # small-CNN input size (the data set's own size is kept when None)
+    vgg_size: int  # VGG16 / EAC-Net input size
+    epochs: int  # epochs of a from-scratch small CNN
+    finetune_epochs: int  # epochs of a VGG16 fine-tune
+    batch_size: int
+    synthetic_size: int  # how many faces the built-in set renders for this profile
+
+
+PROFILE_TABLE = {
+    # Tiny: the whole course executes in minutes on 2 CPU cores (CI, nbval).
+    "ci": Profile("ci", num_images=600, image_size=48, vgg_size=48, epochs=2,
+                  finetune_epochs=1, batch_size=32, synthetic_size=600),
+    # A few thousand images: each notebook in minutes on a laptop CPU.
+    "laptop": Profile("laptop", num_images=4000, image_size=48, vgg_size=96, epochs=12,
+                      finetune_epochs=5, batch_size=64, synthetic_size=4000),
+    # Everything, real epoch counts; a GPU is expected.
+    "full": Profile("full", num_images=None, image_size=48, vgg_size=224, epochs=60,
+                    finetune_epochs=20, batch_size=64, synthetic_size=35887),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The resolved settings of one run (see `get_settings`)."""
+
+    profile: Profile
+    dataset: str  # "synthetic", "fer2013:PATH", "folder:PATH", "au-csv:PATH"
+    weights: str  # "imagenet", "none" or a path to VGG16 weights
+    data_dir: Path
+    log_dir: Path
+    seed: int = DEFAULT_SEED
+
+    @property
+    def dataset_kind(self) -> str:
+        """The data-set kind without its path ("synthetic", "fer2013", ...)."""
+        return self.dataset.split(":", 1)[0]
+
+    @property
+    def dataset_path(self) -> Path | None:
+        """The path part of the data-set spec, or None for the built-in set."""
+        kind, _, path = self.dataset.partition(":")
+        return Path(path) if path else None
+
+    def banner(self) -> str:
+        """One line: TensorFlow version, devices, profile, data set, weights, seed."""
+        try:
+            import tensorflow as tf
+
+            devices = ",".join(d.device_type for d in tf.config.list_logical_devices()) or "none"
+            tf_version = tf.__version__
+        except ImportError:  # pragma: no cover - TensorFlow is a hard requirement
+            devices, tf_version = "?", "not installed"
+        return (f"TensorFlow {tf_version} | devices: {devices} | profile: {self.profile.name} | "
+                f"dataset: {self.dataset} | weights: {self.weights} | seed: {self.seed}")
+
+
+def _choice_error(variable: str, value: str, allowed: str) -> SettingsError:
+    return SettingsError(f"{variable}={value!r} is not a valid setting; allowed: {allowed}")
+
+
+def parse_profile(value: str, variable: str = "FER_PROFILE") -> Profile:
+    """Return the Profile named by `value`, or raise SettingsError naming `variable`."""
+    name = value.strip().lower()
+    if name not in PROFILE_TABLE:
+        raise _choice_error(variable, value, ", ".join(PROFILES))
+    return PROFILE_TABLE[name]
+
+
+def parse_dataset(value: str, data_dir: Path, variable: str = "FER_DATASET") -> str:
+    """Normalise a data-set spec: `synthetic`, `fer2013[:PATH]`, `folder:PATH`, `au-csv:PATH`."""
+    allowed = "synthetic, fer2013, fer2013:PATH, folder:PATH, au-csv:PATH"
+    spec = value.strip()
+    kind, sep, path = spec.partition(":")
+    kind = kind.lower()
+    if kind not in DATASET_KINDS:
+        raise _choice_error(variable, value, allowed)
+    if kind == "synthetic":
+        if path:
+            raise SettingsError(f"{variable}={value!r}: the built-in 'synthetic' set takes no path; "
+                                f"allowed: {allowed}")
+        return "synthetic"
+    if kind == "fer2013" and not path:
+        path = str(data_dir / "fer2013.csv")
+    if not path:
+        raise SettingsError(f"{variable}={value!r}: '{kind}' needs a path, as in '{kind}:PATH'; "
+                            f"allowed: {allowed}")
+    resolved = Path(path).expanduser()
+    if not resolved.is_absolute():
+        resolved = (PROJECT_ROOT / resolved)
+    return f"{kind}:{resolved}"
+
+
+def parse_weights(value: str, variable: str = "FER_WEIGHTS") -> str:
+    """Return `imagenet`, `none` or an existing weights file; otherwise raise SettingsError."""
+    choice = value.strip()
+    if choice.lower() in WEIGHTS_CHOICES:
+        return choice.lower()
+    path = Path(choice).expanduser()
+    if not path.is_absolute():
+        path = PROJECT_ROOT / path
+    if not path.is_file():
+        raise SettingsError(f"{variable}={value!r} is neither a weights file that exists nor one of "
+                            f"the allowed values: imagenet, none, or a path to VGG16 weights (.h5)")
+    return str(path)
+
+
+def parse_seed(value: str, variable: str = "FER_SEED") -> int:
+    """Parse a non-negative integer seed, or raise SettingsError naming `variable`."""
+    try:
+        seed = int(value)
+    except ValueError:
+        raise _choice_error(variable, value, "a non-negative integer") from None
+    if seed < 0:
+        raise _choice_error(variable, value, "a non-negative integer")
+    return seed
+
+
+def _folder(env: dict, variable: str, default: str) -> Path:
+    raw = env.get(variable, "") or default
+    path = Path(raw).expanduser()
+    if not path.is_absolute():
+        path = PROJECT_ROOT / path
+    if path.exists() and not path.is_dir():
+        raise SettingsError(f"{variable}={raw!r} exists but is not a folder; allowed: a folder path")
+    return path
+
+
+def get_settings(environ: dict | None = None) -> Settings:
+    """Read the FER_* environment variables (or `environ`) and return validated Settings.
+
+    Args:
+        environ: a mapping to read instead of `os.environ` (tests pass their own).
+
+    Returns:
+        Settings. Any unknown value raises SettingsError naming the variable, the bad value
+        and the allowed values.
+    """
+    env = dict(os.environ if environ is None else environ)
+    data_dir = _folder(env, "FER_DATA_DIR", "data")
+    log_dir = _folder(env, "FER_LOG_DIR", "logs")
+    profile = parse_profile(env.get("FER_PROFILE") or "laptop")
+    default_dataset = "fer2013" if (data_dir / "fer2013.csv").is_file() else "synthetic"
+    dataset = parse_dataset(env.get("FER_DATASET") or default_dataset, data_dir)
+    weights = parse_weights(env.get("FER_WEIGHTS") or "imagenet")
+    seed = parse_seed(env.get("FER_SEED") or str(DEFAULT_SEED))
+    return Settings(profile=profile, dataset=dataset, weights=weights, data_dir=data_dir,
+                    log_dir=log_dir, seed=seed)

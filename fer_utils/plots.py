@@ -1,0 +1,197 @@
+"""Plots for the course: image grids, landmarks, attention overlays, curves, confusion matrices."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def set_style() -> None:
+    """Apply the course's matplotlib defaults (readable sizes, no clutter)."""
+    import matplotlib
+
+    matplotlib.rcParams.update({
+        "figure.figsize": (8, 4.5),
+        "figure.dpi": 90,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "image.cmap": "gray",
+        "font.size": 10,
+    })
+
+
+def _as_display(image: np.ndarray) -> np.ndarray:
+    """Squeeze a one-channel image so imshow draws it grey."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    return image
+
+
+def show_images(images, titles=None, ncols: int = 8, landmarks=None, size: float = 1.6,
+                suptitle: str | None = None, axes_off: bool = True):
+    """Draw images in a grid, optionally with titles and (x, y) landmarks on top.
+
+    Args:
+        images: sequence or array of H×W[×C] images (uint8 or floats in [0, 1]).
+        titles: optional one title per image.
+        ncols: images per row.
+        landmarks: optional sequence of K×2 (x, y) arrays, one per image.
+        size: inches per image.
+        suptitle: optional title over the grid.
+        axes_off: hide the axes.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    images = list(images)
+    if not images:
+        raise ValueError("show_images needs at least one image")
+    ncols = max(1, min(ncols, len(images)))
+    nrows = math.ceil(len(images) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3 * bool(titles)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i < len(images):
+            ax.imshow(_as_display(images[i]), cmap="gray", vmin=None)
+            if titles is not None:
+                ax.set_title(str(titles[i]), fontsize=8)
+            if landmarks is not None and landmarks[i] is not None:
+                plot_landmarks(landmarks[i], ax=ax)
+        if axes_off or i >= len(images):
+            ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def plot_landmarks(landmarks, ax=None, color: str = "lime", size: float = 4, numbers: bool = False):
+    """Draw 68 (x, y) landmarks (or any K×2 points) on an axis."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.gca()
+    points = np.asarray(landmarks, dtype=float).reshape(-1, 2)
+    ax.scatter(points[:, 0], points[:, 1], s=size, c=color, linewidths=0)
+    if numbers:
+        for k, (x, y) in enumerate(points):
+            ax.annotate(str(k), (x, y), fontsize=5, color=color)
+    return ax
+
+
+def overlay_attention(image, attention, ax=None, alpha: float = 0.5, cmap: str = "jet",
+                      centers=None, title: str | None = None):
+    """Draw an H×W attention (or heat) map over an image, optionally with (x, y) centres."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.gca()
+    image = _as_display(image)
+    h, w = image.shape[:2]
+    ax.imshow(image, cmap="gray")
+    ax.imshow(np.asarray(attention, dtype=float), cmap=cmap, alpha=alpha, vmin=0, vmax=1,
+              extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+    if centers is not None:
+        c = np.asarray(centers, dtype=float).reshape(-1, 2)
+        ax.scatter(c[:, 0], c[:, 1], s=12, c="white", edgecolors="black", linewidths=0.5)
+    if title:
+        ax.set_title(title)
+    ax.axis("off")
+    return ax
+
+
+def plot_history(history, metrics=("loss", "accuracy"), title: str | None = None):
+    """Plot training curves (train and validation) from a Keras History or its `.history` dict.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    logs = getattr(history, "history", history)
+    metrics = [m for m in metrics if m in logs]
+    if not metrics:
+        raise ValueError(f"none of the metrics to plot are in the history; it has {sorted(logs)}")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.2), squeeze=False)
+    for ax, name in zip(axes.flat, metrics):
+        epochs = np.arange(1, len(logs[name]) + 1)
+        ax.plot(epochs, logs[name], "o-", label="train")
+        if f"val_{name}" in logs:
+            ax.plot(epochs, logs[f"val_{name}"], "s--", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_histories(histories: dict, metric: str = "val_accuracy", ax=None, title: str | None = None):
+    """Compare one metric across several runs: {run name: History or dict}."""
+    import matplotlib.pyplot as plt
+
+    ax = ax or plt.figure(figsize=(6, 3.5)).gca()
+    for name, history in histories.items():
+        logs = getattr(history, "history", history)
+        if metric not in logs:
+            raise ValueError(f"run {name!r} has no {metric!r}; it has {sorted(logs)}")
+        ax.plot(np.arange(1, len(logs[metric]) + 1), logs[metric], "o-", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_confusion_matrix(cm, class_names, ax=None, normalize: bool = True,
+                          title: str | None = None):
+    """Draw a confusion matrix (rows: true class, columns: predicted), row-normalised by default."""
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(cm, dtype=float)
+    shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
+    ax = ax or plt.figure(figsize=(4.8, 4.2)).gca()
+    ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    ax.grid(False)
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(shown.shape[0]):
+        for j in range(shown.shape[1]):
+            text = f"{shown[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                    color="white" if shown[i, j] > 0.5 * shown.max() else "black")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_bars(values: dict, ax=None, ylabel: str = "", title: str | None = None):
+    """Grouped bar chart: {series name: {category: value}} (e.g. per-AU F1 of several models)."""
+    import matplotlib.pyplot as plt
+
+    series = list(values)
+    categories = list(dict.fromkeys(c for s in series for c in values[s]))
+    ax = ax or plt.figure(figsize=(max(6, 0.6 * len(categories) * len(series)), 3.5)).gca()
+    width = 0.8 / max(len(series), 1)
+    x = np.arange(len(categories))
+    for k, name in enumerate(series):
+        heights = [values[name].get(c, np.nan) for c in categories]
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, heights, width, label=name)
+    ax.set_xticks(x, categories, rotation=45 if len(categories) > 8 else 0)
+    ax.set_ylabel(ylabel)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+# --- add new plot functions above this line ---
