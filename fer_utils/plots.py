@@ -194,4 +194,99 @@ def plot_bars(values: dict, ax=None, ylabel: str = "", title: str | None = None)
     return ax
 
 
+def show_image_grid(images, row_names, col_names, landmarks=None, size: float = 1.3,
+                    suptitle: str | None = None):
+    """Draw R×C images as a table with named rows and columns (e.g. pixel ops × poses).
+
+    Args:
+        images: R·C images in row-major order (or an R×C×H×W[×C] array).
+        row_names: R row labels, written left of each row.
+        col_names: C column labels, written above the first row.
+        landmarks: optional R·C K×2 (x, y) point arrays drawn on the images.
+        size: inches per image.
+        suptitle: optional title over the grid.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    rows, cols = len(row_names), len(col_names)
+    images = np.asarray(images)
+    if images.ndim >= 4 and images.shape[:2] == (rows, cols):  # an R×C×H×W[×C] array
+        images = images.reshape((rows * cols,) + images.shape[2:])
+    if len(images) != rows * cols:
+        raise ValueError(f"show_image_grid: {len(images)} images do not fill {rows} rows × "
+                         f"{cols} columns")
+    if landmarks is not None and len(landmarks) != rows * cols:
+        raise ValueError(f"show_image_grid: {len(landmarks)} landmark sets for "
+                         f"{rows * cols} images")
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 0.8, size * rows + 0.4),
+                             squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.imshow(_as_display(images[k]), cmap="gray", vmin=0, vmax=255)
+        if landmarks is not None:
+            plot_landmarks(landmarks[k], ax=ax, size=2)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        r, c = divmod(k, cols)
+        if r == 0:
+            ax.set_title(str(col_names[c]), fontsize=8)
+        if c == 0:
+            ax.set_ylabel(str(row_names[r]), fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def plot_learning_rates(schedules: dict, steps: int, ax=None, title: str | None = None):
+    """Plot learning-rate schedules over training steps: {name: schedule, callable or float}."""
+    import matplotlib.pyplot as plt
+
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"plot_learning_rates: steps must be an int >= 1, got {steps!r}")
+    ax = ax or plt.figure(figsize=(6.5, 3.5)).gca()
+    x = np.arange(steps)
+    for name, schedule in schedules.items():
+        if callable(schedule):
+            values = [float(np.asarray(schedule(int(step)))) for step in x]
+        else:
+            values = np.full(steps, float(schedule))
+        ax.plot(x, values, label=name)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("learning rate")
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_batch_sizes(frame, title: str | None = None):
+    """Speed and memory against batch size, from `fer_utils.train.measure_batch_sizes`."""
+    import matplotlib.pyplot as plt
+
+    sizes = np.asarray(frame.index, dtype=float)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    axes[0].plot(sizes, frame["images per second"], "o-")
+    axes[0].set_ylabel("images per second (measured)")
+    memory = frame["activation MB"] + frame["weights + Adam MB"]
+    axes[1].plot(sizes, memory, "o-", label="activations + weights (computed)")
+    if "peak GPU MB" in frame and np.isfinite(frame["peak GPU MB"]).any():
+        axes[1].plot(sizes, frame["peak GPU MB"], "s--", label="peak GPU memory (measured)")
+    axes[1].set_ylabel("memory (MB)")
+    axes[1].legend()
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [str(int(s)) for s in sizes])
+        ax.set_xlabel("batch size")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 # --- add new plot functions above this line ---

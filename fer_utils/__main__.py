@@ -1,0 +1,604 @@
+"""The course kit's command line: `python -m fer_utils {train,predict,export,data,bench,fetch-weights}`.
+
+Examples (settings come from the FER_* environment variables, design.md §3)::
+
+    python -m fer_utils --help
+    FER_PROFILE=ci python -m fer_utils train --out logs/cli-small --epochs 1
+    python -m fer_utils predict photo.jpg other.png --model logs/cli-small --out predictions
+    python -m fer_utils export --model logs/cli-small --out exported
+    python -m fer_utils data synthetic --out logs/data-report --convert fer2013 --to data/synth.csv
+    python -m fer_utils bench all
+    python -m fer_utils fetch-weights
+    tensorboard --logdir logs/cli-small
+
+Training on several machines (tf.distribute.MultiWorkerMirroredStrategy): start the SAME
+command on every host, each with a TF_CONFIG that lists all hosts and names its own task;
+`--strategy auto` (the default) switches to multi-worker when TF_CONFIG is set. Worker 0 is
+the chief: it writes model.keras, meta.json and the TensorBoard logs; the others keep their
+logs under OUT/workers/. Give every host the same data (FER_DATASET, FER_PROFILE, FER_SEED)
+and an OUT folder; the batch size is per replica times the number of workers. Example on two
+hosts, host1 and host2, port 12345 open between them::
+
+    # on host1
+    TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
+                "task": {"type": "worker", "index": 0}}' \\
+        python -m fer_utils train --model vgg16 --strategy multiworker --out logs/mw
+    # on host2 (same command, index 1)
+    TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
+                "task": {"type": "worker", "index": 1}}' \\
+        python -m fer_utils train --model vgg16 --strategy multiworker --out logs/mw
+
+Training waits until every worker has started. On one machine with several GPUs,
+`--strategy mirrored` (or `auto`) splits each batch across the GPUs.
+
+Errors in the input (a missing picture, a bad setting) print ONE line `error: ...` on stderr
+and exit with status 1 (2 for a wrong command line); `--debug` shows the full traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+PROG = "python -m fer_utils"
+MODELS = ("small", "vgg16")
+STRATEGIES = ("auto", "one", "mirrored", "multiworker")
+BENCH_PARTS = ("all", "generate", "augment", "train")
+CONVERT_FORMATS = ("fer2013", "folder")
+
+
+class CliError(Exception):
+    """An error in what the user asked for: printed as one line, exit status 1."""
+
+
+# --- argument parsing -------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a wrong command line in one line (plus a --help hint)."""
+
+    def error(self, message):
+        """Print `PROG CMD: error: message (see --help)` and exit with status 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1, echoing the bad value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a number > 0, echoing the bad value."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `python -m fer_utils` and its subcommands."""
+    parser = _Parser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Facial-expression recognition course kit: train, use and export models.",
+        epilog="Settings come from FER_PROFILE (ci|laptop|full), FER_DATASET (synthetic, "
+               "fer2013[:PATH], folder:PATH, au-csv:PATH), FER_WEIGHTS, FER_DATA_DIR, "
+               "FER_LOG_DIR and FER_SEED.\nRun `" + PROG + " COMMAND --help` for a command's "
+               "options; multi-worker training: `" + PROG + " train --help`.")
+    parser.add_argument("--profile", choices=("ci", "laptop", "full"),
+                        help="override FER_PROFILE for this command")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of one line")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    train = commands.add_parser(
+        "train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="train the course's model headless (settings from FER_*)",
+        description="Train the course's classifier on FER_DATASET with FER_PROFILE's sizes; "
+                    "writes OUT/model.keras, OUT/meta.json (what `predict` needs to crop and "
+                    "preprocess faces like the training faces) and TensorBoard logs in OUT.",
+        epilog=_multiworker_help())
+    train.add_argument("--out", type=Path,
+                       help="output folder (default: FER_LOG_DIR/cli-train-MODEL)")
+    train.add_argument("--model", choices=MODELS, default="small",
+                       help="small: the small CNN from scratch (default); vgg16: the source's "
+                            "VGG16 fine-tune (FER_WEIGHTS)")
+    train.add_argument("--epochs", type=_positive_int,
+                       help="epochs (default: the profile's: ci 2, laptop 12, full 60 for small; "
+                            "1/5/20 for vgg16)")
+    train.add_argument("--size", type=_positive_int,
+                       help="input size in pixels (default: the profile's: 48 for small, "
+                            "48/96/224 for vgg16)")
+    train.add_argument("--batch-size", type=_positive_int,
+                       help="batch size per replica (default: the profile's)")
+    train.add_argument("--learning-rate", type=_positive_float,
+                       help="Adam learning rate (default 1e-3 small, 1e-4 vgg16)")
+    train.add_argument("--strategy", choices=STRATEGIES, default="auto",
+                       help="auto (default): multi-worker when TF_CONFIG is set, mirrored with "
+                            "several GPUs, else one device")
+    train.add_argument("--augment", action="store_true",
+                       help="augment every batch on the fly (fer_utils.augment)")
+    train.add_argument("--no-class-weights", action="store_true",
+                       help="do not weight rare classes up (class weights are on by default)")
+
+    predict = commands.add_parser(
+        "predict", help="predict the expressions of the faces in pictures",
+        description="Detect faces (dlib), crop and preprocess them exactly like the model's "
+                    "training faces (OUT/meta.json from `train`), predict, and write per "
+                    "picture NAME.json ({image, faces: [{box, score, label, probabilities}]}, "
+                    "most confident face first) and NAME_annotated.png into --out.")
+    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
+                         help="picture files (PNG, JPEG, ...)")
+    predict.add_argument("--model", type=Path, required=True,
+                         help="a .keras or .tflite model, or the folder `train --out` wrote "
+                              "(meta.json is read from the model's folder)")
+    predict.add_argument("--out", type=Path, default=Path("predictions"),
+                         help="output folder (default: ./predictions)")
+    predict.add_argument("--save-crops", action="store_true",
+                         help="also save each face as the model sees it (NAME_face0.png, ...): "
+                              "the first thing to look at when predictions look wrong")
+    predict.add_argument("--min-score", type=float, default=0.5,
+                         help="ignore detections with a dlib score below this (default 0.5; "
+                              "0 keeps everything dlib reports)")
+
+    export = commands.add_parser(
+        "export", help="export a model as .keras, SavedModel and TFLite, and compare them",
+        description="Write OUT/model.keras, OUT/model_savedmodel/ (TensorFlow SavedModel), "
+                    "OUT/model.tflite and OUT/meta.json, then check that the TFLite model "
+                    "predicts like the Keras model on faces of the data set (FER_DATASET).")
+    export.add_argument("--model", type=Path, required=True,
+                        help="a .keras model or the folder `train --out` wrote")
+    export.add_argument("--out", type=Path, help="output folder (default: MODEL_FOLDER/export)")
+    export.add_argument("--quantize", action="store_true",
+                        help="8-bit dynamic-range quantization of the TFLite weights (~4x smaller)")
+    export.add_argument("--faces", type=_positive_int, default=64,
+                        help="faces of the data set used for the comparison (default 64)")
+
+    data = commands.add_parser(
+        "data", help="inspect and convert a data set (counts, sample grid, formats)",
+        description="Print the faces per class and split, save counts.csv and samples.png in "
+                    "--out, and optionally convert the set to a FER2013 CSV or an image folder "
+                    "(one sub-folder per class). The profile (FER_PROFILE or --profile) caps "
+                    "the number of faces: use --profile full for a whole set.")
+    data.add_argument("spec", metavar="SPEC",
+                      help="synthetic, fer2013, fer2013:PATH, folder:PATH or au-csv:PATH")
+    data.add_argument("--out", type=Path,
+                      help="report folder (default: FER_LOG_DIR/data-report)")
+    data.add_argument("--convert", choices=CONVERT_FORMATS,
+                      help="write the set in this format to --to")
+    data.add_argument("--to", type=Path, metavar="PATH",
+                      help="destination of --convert (a .csv file, or a folder)")
+    data.add_argument("--per-class", type=_positive_int, default=8,
+                      help="faces per class in the sample grid (default 8)")
+
+    bench = commands.add_parser(
+        "bench", help="throughput on this machine: generation, augmentation, fine-tuning",
+        description="Measure what a learner needs to know before starting a notebook: faces "
+                    "rendered per second, augmented images per second and VGG16 fine-tuning "
+                    "images per second (printed as `... N img/s` lines).")
+    bench.add_argument("what", nargs="?", choices=BENCH_PARTS, default="all",
+                       help="which measurement (default: all)")
+    bench.add_argument("--data", help="data set spec for the training benchmark "
+                                      "(default: FER_DATASET)")
+    bench.add_argument("--size", type=_positive_int, help="image size in pixels")
+    bench.add_argument("--epochs", type=_positive_int, help="epochs of the training benchmark")
+    bench.add_argument("--images", type=_positive_int, help="images per measurement")
+
+    fetch = commands.add_parser(
+        "fetch-weights", help="download the ImageNet VGG16 weights into the Keras cache",
+        description="Download VGG16's ImageNet weights (no top) once, e.g. while building the "
+                    "Docker image. Offline it fails fast with exit status 1; the kit then "
+                    "trains VGG16 without them (FER_WEIGHTS=none).")
+    fetch.add_argument("--timeout", type=_positive_float, default=20.0,
+                       help="seconds to wait for the server (default 20)")
+    return parser
+
+
+def _multiworker_help() -> str:
+    """The multi-worker part of this module's docstring, for `train --help`."""
+    doc = __doc__ or ""
+    start = doc.find("Training on several machines")
+    end = doc.find("Errors in the input")
+    return doc[start:end].strip() if start >= 0 and end > start else ""
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _settings():
+    """The validated FER_* settings (raises SettingsError naming a bad variable)."""
+    from .config import get_settings
+
+    return get_settings()
+
+
+def _quiet_tensorflow() -> None:
+    """Keep TensorFlow's C++ and Python logging to errors (set before importing it)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:  # pragma: no cover - absl ships with TensorFlow
+        pass
+
+
+def _check_output_folder(path: Path, what: str = "--out") -> Path:
+    """Create an output folder, or fail with a one-line error when it is a file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CliError(f"{what} {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CliError(f"cannot create {what} folder {path}: {err.strerror or err}") from None
+    return path
+
+
+def _is_chief(strategy) -> bool:
+    """True on the worker that writes the results (always true without multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if not task_type:
+        return True
+    if task_type == "chief":
+        return True
+    cluster = resolver.cluster_spec().as_dict()
+    return task_type == "worker" and int(resolver.task_id or 0) == 0 and "chief" not in cluster
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def cmd_train(args) -> int:
+    """`train`: the course's recipe headless; writes model.keras, meta.json, TensorBoard logs."""
+    settings = _settings()
+    profile = settings.profile
+    out = Path(args.out) if args.out else settings.log_dir / f"cli-train-{args.model}"
+    _check_output_folder(out)
+    if args.model == "small":
+        size = args.size or profile.image_size
+        epochs = args.epochs or profile.epochs
+        preprocess, learning_rate = "scale", args.learning_rate or 1e-3
+    else:
+        size = args.size or profile.vgg_size
+        epochs = args.epochs or profile.finetune_epochs
+        preprocess, learning_rate = "vgg", args.learning_rate or 1e-4
+        if size < 32:
+            raise CliError(f"--size {size} is too small for VGG16 (five 2×2 poolings): use 32 "
+                           f"or more")
+    batch_size = args.batch_size or profile.batch_size
+
+    _quiet_tensorflow()
+    import keras
+    import numpy as np
+
+    from . import data, inference, metrics, models, train
+
+    keras.utils.set_random_seed(settings.seed)
+    print(settings.banner(), flush=True)
+    faces = data.load_dataset(settings=settings)
+    if len(faces) < 10:
+        raise CliError(f"the data set {settings.dataset} has only {len(faces)} faces; "
+                       f"training needs at least 10")
+    train_set, val_set, test_set = data.split(faces, seed=settings.seed)
+    channels = faces.image_shape[2] if args.model == "small" else 3
+    print(f"data: {faces!r}\nsplit: {len(train_set)} train / {len(val_set)} val / "
+          f"{len(test_set)} test faces; model {args.model} at {size}×{size}×{channels}, "
+          f"{epochs} epoch(s), batch {batch_size}, strategy {args.strategy}", flush=True)
+
+    strategy = train.distribution_strategy(args.strategy)
+    replicas = strategy.num_replicas_in_sync
+    global_batch = batch_size * replicas
+    chief = _is_chief(strategy)
+
+    def pipeline(part, shuffle, augment=False):
+        return data.to_tf_dataset(part, batch_size=global_batch, shuffle=shuffle,
+                                  seed=settings.seed, image_size=size, channels=channels,
+                                  preprocess=preprocess, augment=augment)
+
+    train_ds = pipeline(train_set, True, args.augment)
+    val_ds = pipeline(val_set, False) if len(val_set) else None
+    with strategy.scope():
+        if args.model == "small":
+            model = models.small_cnn(input_shape=(size, size, channels),
+                                     num_classes=faces.num_classes)
+        else:
+            weights = None if settings.weights == "none" else settings.weights
+            model = models.vgg16_classifier(input_shape=(size, size, 3),
+                                            num_classes=faces.num_classes, weights=weights)
+            print(f"VGG16 weights: {getattr(model, 'weights_status', weights)}", flush=True)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+    # The chief logs into OUT itself; other workers into OUT/workers/N (not the results).
+    log_parent, run_name = (out.parent, out.name) if chief else \
+        (out / "workers", f"worker-{strategy.cluster_resolver.task_id}")
+    callbacks = train.make_callbacks(run_name, log_dir=log_parent,
+                                     monitor="val_loss" if val_ds is not None else "loss")
+    class_weight = None if args.no_class_weights else \
+        train.class_weights(train_set.labels, faces.num_classes)
+    started = time.perf_counter()
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
+                        class_weight=class_weight, shuffle=False,  # the pipeline shuffles
+                        verbose=1 if sys.stdout.isatty() else 2)
+    seconds = time.perf_counter() - started
+
+    results = {"train_seconds": round(seconds, 1), "epochs": epochs}
+    if len(test_set):
+        probs = model.predict(pipeline(test_set, False), verbose=0)
+        results.update(test_faces=len(test_set),
+                       test_accuracy=round(metrics.accuracy(test_set.labels, probs), 4),
+                       test_macro_f1=round(metrics.macro_f1(test_set.labels, probs,
+                                                            faces.num_classes), 4))
+    final = {k: round(float(v[-1]), 4) for k, v in history.history.items()}
+    meta = inference.make_meta(train_set, input_size=size, channels=channels,
+                               preprocess=preprocess, model_name=args.model,
+                               dataset=settings.dataset, profile=profile.name,
+                               seed=settings.seed, history=final, **results)
+    if chief:
+        model.save(out / "model.keras")
+        inference.save_meta(meta, out / inference.META_FILE)
+        print(f"saved {out / 'model.keras'} and {out / inference.META_FILE} "
+              f"(crop convention: {meta['crop']['method']})")
+    else:  # every worker must save (collective ops); only the chief keeps it
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save(Path(tmp) / "model.keras")
+    summary = ", ".join(f"{k} {v}" for k, v in results.items())
+    print(f"done: {summary}; TensorBoard: tensorboard --logdir {out}")
+    return 0
+
+
+def _load_any_model(path: Path):
+    """(model, meta) for a .keras file, a train --out folder, or a .tflite next to meta.json."""
+    from . import export, inference
+
+    if path.suffix == ".tflite":
+        if not path.is_file():
+            raise FileNotFoundError(f"model not found: {path}")
+        for candidate in (path.with_suffix(".meta.json"), path.parent / inference.META_FILE):
+            if candidate.is_file():
+                return export.TFLiteModel(path), inference.load_meta(candidate)
+        raise CliError(f"{path}: a .tflite model needs its meta.json next to it "
+                       f"(`{PROG} export` writes both)")
+    return inference.load_model(path)
+
+
+def _output_names(paths, out: Path) -> list[str]:
+    """A unique file stem in `out` per input picture (photo.jpg, photo_2.jpg, ...)."""
+    seen, names = {}, []
+    for path in paths:
+        stem = path.stem or "image"
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return names
+
+
+def cmd_predict(args) -> int:
+    """`predict`: faces → crops like training → probabilities; JSON + annotated picture each."""
+    import cv2
+
+    from . import inference
+
+    # Check every picture before loading TensorFlow: bad input fails in a second.
+    for path in args.images:
+        if not path.exists():
+            raise FileNotFoundError(f"image not found: {path}")
+        if not path.is_file():
+            raise CliError(f"cannot read image {path}: it is a folder, not a picture")
+        if not cv2.haveImageReader(str(path)):
+            raise CliError(f"cannot read image {path}: not a picture OpenCV can decode "
+                           f"(PNG, JPEG, BMP, TIFF, WebP, ...)")
+    model_path = Path(args.model)
+    if not model_path.exists():
+        raise FileNotFoundError(f"model not found: {model_path}")
+    out = _check_output_folder(args.out)
+    _quiet_tensorflow()
+    model, meta = _load_any_model(model_path)
+    if "note" in meta:
+        print(f"warning: {meta['note']}", file=sys.stderr)
+    for path, stem in zip(args.images, _output_names(args.images, out)):
+        image = inference.read_image(path)
+        crops, boxes = inference.crop_faces(image, convention=meta["crop"],
+                                            min_score=args.min_score)
+        probs = inference.predict_faces(model, crops, meta)
+        results = [inference.result_record(box, p, meta["class_names"])
+                   for box, p in zip(boxes, probs)]
+        record = {"image": str(path), "model": str(model_path), "faces": results}
+        if not results:
+            record["note"] = (f"no face found with a detector score >= {args.min_score} "
+                              f"(dlib's HOG detector finds frontal faces of about 40 px or more; "
+                              f"try --min-score 0)")
+        if args.save_crops:
+            for k, crop in enumerate(crops):
+                picture = crop if crop.shape[-1] == 1 else cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)
+                cv2.imwrite(str(out / f"{stem}_face{k}.png"), picture)
+        json_path = out / f"{stem}.json"
+        json_path.write_text(json.dumps(record, indent=1))
+        picture = inference.annotate(image, results, meta["class_names"])
+        picture_path = out / f"{stem}_annotated.png"
+        if not cv2.imwrite(str(picture_path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
+            raise CliError(f"cannot write {picture_path}")
+        found = ", ".join(f"{r['label']} {r['probabilities'][r['label']]:.2f}"
+                          for r in results) or "no face found"
+        print(f"{path}: {len(results)} face(s): {found} -> {json_path}, {picture_path.name}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    """`export`: .keras + SavedModel + TFLite + meta.json, and the TFLite-vs-Keras check."""
+    settings = _settings()
+    model_path = Path(args.model)
+    if not model_path.exists():
+        raise FileNotFoundError(f"model not found: {model_path}")
+    folder = model_path if model_path.is_dir() else model_path.parent
+    out = _check_output_folder(args.out or folder / "export")
+    _quiet_tensorflow()
+    import numpy as np
+
+    from . import data, export, inference
+
+    model, meta = inference.load_model(model_path)
+    paths = export.save_model(model, out)
+    tflite_path = export.to_tflite(model, out / "model.tflite", quantize=args.quantize)
+    inference.save_meta(meta, out / inference.META_FILE)
+    faces = data.load_dataset(settings=settings, progress=False)
+    faces = faces.subset(np.arange(min(args.faces, len(faces))))
+    x = inference.preprocess_faces(faces.images, meta)
+    check = export.compare_keras_tflite(model, tflite_path, x)
+    for kind, path in (*paths.items(), ("tflite", tflite_path)):
+        size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) \
+            if Path(path).is_dir() else Path(path).stat().st_size
+        print(f"{kind:12s} {path} ({size / 1e6:.2f} MB)")
+    print(f"TFLite vs Keras on {check['n']} faces of {settings.dataset}: same label for "
+          f"{check['label_agreement']:.1%}, largest probability difference "
+          f"{check['max_abs_diff']:.2e}")
+    return 0
+
+
+def _write_image_folder(faces, folder: Path) -> int:
+    """Write faces as PNGs into FOLDER/<class>/<split>_<index>.png; return how many."""
+    import cv2
+
+    folder = _check_output_folder(folder, "--to")
+    for name in faces.class_names:
+        (folder / name).mkdir(exist_ok=True)
+    for i, (image, label) in enumerate(zip(faces.images, faces.labels)):
+        split = faces.split[i] if faces.split is not None else "all"
+        picture = image if image.shape[-1] == 1 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        path = folder / faces.class_names[label] / f"{split}_{i:06d}.png"
+        if not cv2.imwrite(str(path), picture):
+            raise CliError(f"cannot write {path}")
+    return len(faces)
+
+
+def cmd_data(args) -> int:
+    """`data`: counts per class and split, a sample grid, optional format conversion."""
+    if (args.convert is None) != (args.to is None):
+        raise CliError("--convert and --to go together, as in --convert fer2013 --to data/x.csv")
+    if args.convert == "fer2013" and args.to.suffix.lower() != ".csv":
+        raise CliError(f"--to {args.to}: a FER2013 file should end in .csv")
+    settings = _settings()
+    from . import config
+
+    spec = config.parse_dataset(args.spec, settings.data_dir, variable="SPEC")
+    out = _check_output_folder(args.out or settings.log_dir / "data-report")
+    import numpy as np
+
+    from . import data, plots
+
+    faces = data.load_dataset(spec, settings=settings)
+    if faces.split is None or "train" not in set(faces.split):
+        parts = data.split(faces, seed=settings.seed)
+        joined = {name: (None if getattr(parts[0], name) is None else
+                         np.concatenate([getattr(p, name) for p in parts]))
+                  for name in ("images", "labels", "aus", "landmarks", "intensity", "split")}
+        faces = data.FaceSet(class_names=faces.class_names, au_names=faces.au_names,
+                             source=faces.source, **joined)
+        note = f"(split 80/10/10 by `fu.data.split`, seed {settings.seed})"
+    else:
+        note = "(the set's own split)"
+    table = data.summary(faces)
+    print(f"{faces!r}\nfaces per class and split {note}, profile {settings.profile.name}:")
+    print(table.to_string())
+    table.to_csv(out / "counts.csv")
+
+    rng = np.random.default_rng(settings.seed)
+    picks, titles = [], []
+    for label, name in enumerate(faces.class_names):
+        index = np.flatnonzero(faces.labels == label)
+        chosen = rng.choice(index, size=min(args.per_class, len(index)), replace=False)
+        picks.extend(chosen.tolist())
+        titles.extend([name] * len(chosen))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots.set_style()
+    figure = plots.show_images(faces.images[picks], titles=titles, ncols=args.per_class,
+                               suptitle=f"{spec}: {args.per_class} faces per class")
+    figure.savefig(out / "samples.png", bbox_inches="tight")
+    plt.close(figure)
+    print(f"wrote {out / 'counts.csv'} and {out / 'samples.png'}")
+    if args.convert == "fer2013":
+        path = data.write_fer2013_csv(faces, args.to)
+        print(f"converted {len(faces)} faces to FER2013 CSV {path}")
+    elif args.convert == "folder":
+        count = _write_image_folder(faces, args.to)
+        print(f"converted {count} faces to the image folder {args.to} (one sub-folder per class)")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    """`bench`: run fer_utils.bench (prints `... N img/s` lines)."""
+    _settings()
+    _quiet_tensorflow()
+    from . import bench
+
+    bench.run(args.what, data=args.data, size=args.size, epochs=args.epochs, images=args.images)
+    return 0
+
+
+def cmd_fetch_weights(args) -> int:
+    """`fetch-weights`: the ImageNet VGG16 weights into the Keras cache; exit 1 when offline."""
+    from .models import vgg
+
+    try:
+        path = vgg.fetch_imagenet_weights(timeout=args.timeout)
+    except RuntimeError as err:
+        raise CliError(str(err)) from None
+    print(f"ImageNet VGG16 weights: {path}")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "predict": cmd_predict, "export": cmd_export, "data": cmd_data,
+            "bench": cmd_bench, "fetch-weights": cmd_fetch_weights}
+
+
+def _one_line(error: BaseException) -> str:
+    """The error as one line (multi-line messages are joined with ' | ')."""
+    text = " | ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    if isinstance(error, (CliError, FileNotFoundError, ValueError)) or text.startswith("FER_"):
+        return text or type(error).__name__
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def main(argv=None) -> int:
+    """Run `python -m fer_utils ARGS` and return the exit status (0 ok, 1 error, 2 usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.profile:
+        os.environ["FER_PROFILE"] = args.profile
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # one line for the user; --debug for the traceback
+        if args.debug:
+            raise
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""Faces, landmarks, AU centres and attention maps: the front end of EAC-Net (Li et al., 2017).
+
+Pipeline: image → `detect_faces` (dlib's HOG detector) → `detect_landmarks` (dlib's 68-point
+model shipped by `face-recognition-models`, offline) → `au_centers` (the EAC-Net rule table,
+20 centres) → `attention_map` (1 at each centre, falling linearly with Manhattan distance).
+
+Attention map, as in the paper: on a 100×100 grid (the face's width and height scaled to
+0-100), every cell within a region window around a centre gets `1 - decay * d`, `d` the
+Manhattan distance to the centre in grid cells; cells outside every window are 0; overlaps
+take the maximum. The window used here is the Manhattan ball `d <= radius` with
+`radius = 10` grid cells: the largest distance at which `1 - 0.095 * d` is still positive
+(0.05 at the rim), i.e. a diamond of about ±10 cells, the size of the authors' per-AU regions.
+The map is evaluated directly at the requested H×W, the distance measured in 100-grid units
+(`100 * |x - cx| / W + 100 * |y - cy| / H`), which equals computing it on the grid and
+resizing, without resampling blur. Everything is vectorised (NumPy / TensorFlow).
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+
+import numpy as np
+
+__all__ = [
+    "AU_REGIONS", "AURegion", "NoFaceFoundError", "DECAY", "RADIUS", "detect_faces",
+    "detect_landmarks", "au_centers", "au_centers_batch", "attention_map", "attention_maps",
+    "relative_centers", "tf_au_centers", "tf_attention_map", "tf_attention_inputs",
+    "region_of_au",
+]
+
+DECAY = 0.095  # per grid cell of Manhattan distance (single-AU maps in the authors' code)
+RADIUS = 10.0  # window: Manhattan distance <= 10 grid cells, so 1 - 0.095 * d >= 0.05
+NUM_LANDMARKS = 68
+
+AURegion = collections.namedtuple("AURegion", ["aus", "landmarks", "y_offset"])
+AURegion.__doc__ = "One EAC-Net region: the AUs it serves, its landmark pair, y offset in rulers."
+
+# EAC-Net's rule table (reference.md): y offsets in units of ruler = |x39 - x42| (scaled frame).
+AU_REGIONS = (
+    AURegion(aus=(1,), landmarks=(21, 22), y_offset=-1 / 2),  # inner brow raiser
+    AURegion(aus=(2,), landmarks=(18, 25), y_offset=-1 / 3),  # outer brow raiser
+    AURegion(aus=(4,), landmarks=(19, 24), y_offset=+1 / 3),  # brow lowerer
+    AURegion(aus=(6,), landmarks=(41, 46), y_offset=+1.0),  # cheek raiser
+    AURegion(aus=(7,), landmarks=(38, 43), y_offset=0.0),  # lid tightener
+    AURegion(aus=(10,), landmarks=(49, 53), y_offset=0.0),  # upper lip raiser
+    AURegion(aus=(12, 14, 15), landmarks=(48, 54), y_offset=0.0),  # lip corners
+    AURegion(aus=(17,), landmarks=(51, 57), y_offset=0.0),  # chin raiser
+    AURegion(aus=(23, 24), landmarks=(61, 63), y_offset=0.0),  # lip tightener / pressor
+    AURegion(aus=(23,), landmarks=(56, 58), y_offset=+1 / 2),  # lip tightener (lower lip)
+)
+NUM_CENTERS = 2 * len(AU_REGIONS)
+
+# Index arrays derived from the table: centre k comes from landmark _CENTER_LANDMARKS[k].
+_CENTER_LANDMARKS = np.array([lm for r in AU_REGIONS for lm in r.landmarks], dtype=np.int64)
+_CENTER_OFFSETS = np.array([r.y_offset for r in AU_REGIONS for _ in r.landmarks],
+                           dtype=np.float32)
+
+
+class NoFaceFoundError(ValueError):
+    """The face detector found no face in an image."""
+
+
+def region_of_au(au: int) -> list[int]:
+    """Indices of the regions in `AU_REGIONS` that serve action unit `au` (e.g. 23 → [8, 9])."""
+    regions = [k for k, r in enumerate(AU_REGIONS) if int(au) in r.aus]
+    if not regions:
+        served = sorted({a for r in AU_REGIONS for a in r.aus})
+        raise ValueError(f"AU{au} has no EAC-Net region; regions exist for AUs {served}")
+    return regions
+
+
+# --- faces and landmarks (dlib) -------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _face_detector():
+    """dlib's HOG frontal-face detector (built once)."""
+    import dlib
+
+    return dlib.get_frontal_face_detector()
+
+
+@functools.lru_cache(maxsize=1)
+def _shape_predictor():
+    """dlib's 68-point shape predictor from the face-recognition-models package (loaded once)."""
+    import dlib
+
+    try:
+        import face_recognition_models
+    except ImportError as err:  # pragma: no cover - pinned in requirements.txt
+        raise ImportError("detect_landmarks needs the 'face-recognition-models' package "
+                          "(dlib's 68-point model); pip install face-recognition-models") from err
+    return dlib.shape_predictor(face_recognition_models.pose_predictor_model_location())
+
+
+def _as_dlib_image(image, what: str = "image") -> np.ndarray:
+    """A contiguous uint8 H×W or H×W×3 array dlib accepts, or a clear error."""
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    elif array.ndim == 3 and array.shape[-1] == 4:
+        array = array[..., :3]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] != 3):
+        raise ValueError(f"{what} must be a grey H×W(×1) or RGB H×W×3 image, "
+                         f"got shape {array.shape}")
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating) and array.size and np.nanmax(array) <= 1.0:
+            array = array * 255.0
+        array = np.clip(np.nan_to_num(array.astype(np.float64)), 0, 255).round().astype(np.uint8)
+    return np.ascontiguousarray(array)
+
+
+def detect_faces(image, upsample: int = 1) -> list[tuple]:
+    """Faces found by dlib's HOG detector, most confident first.
+
+    Args:
+        image: grey H×W(×1) or RGB H×W×3 image (uint8; floats in [0, 1] are scaled).
+        upsample: how many times the image is doubled before detecting (finds smaller faces).
+
+    Returns:
+        A list of (x, y, w, h, score) tuples in pixels (ints, score a float); empty if none.
+    """
+    if int(upsample) != upsample or upsample < 0:
+        raise ValueError(f"upsample must be a non-negative integer, got {upsample!r}")
+    array = _as_dlib_image(image)
+    rects, scores, _ = _face_detector().run(array, int(upsample), 0.0)
+    faces = [(int(r.left()), int(r.top()), int(r.width()), int(r.height()), float(s))
+             for r, s in zip(rects, scores)]
+    return sorted(faces, key=lambda f: -f[4])
+
+
+def detect_landmarks(image, box=None, upsample: int = 1, source: str | None = None) -> np.ndarray:
+    """The 68 dlib landmarks of the most confident face in an image.
+
+    Args:
+        image: grey H×W(×1) or RGB H×W×3 image (uint8; floats in [0, 1] are scaled).
+        box: optional face box (x, y, w, h[, score]); default: the most confident detection.
+        upsample: passed to `detect_faces` when no box is given.
+        source: optional name of the image (file name) used in error messages.
+
+    Returns:
+        float32 68×2 array of (x, y) pixel coordinates in dlib's order.
+
+    Raises:
+        NoFaceFoundError: no face was detected (and no box given).
+    """
+    import dlib
+
+    array = _as_dlib_image(image)
+    if box is None:
+        faces = detect_faces(array, upsample=upsample)
+        if not faces:
+            where = f" in {source}" if source else ""
+            raise NoFaceFoundError(
+                f"no face found{where} (image shape {np.asarray(image).shape}, dlib HOG detector, "
+                f"upsample={upsample}); frontal faces of at least ~{80 // 2 ** upsample} px are "
+                f"needed, or pass box=(x, y, w, h)")
+        box = faces[0]
+    if len(box) not in (4, 5):
+        raise ValueError(f"box must be (x, y, w, h) or (x, y, w, h, score), got {box!r}")
+    x, y, w, h = (int(round(float(v))) for v in box[:4])
+    if w <= 0 or h <= 0:
+        raise ValueError(f"box must have a positive width and height, got {box!r}")
+    shape = _shape_predictor()(array, dlib.rectangle(x, y, x + w, y + h))
+    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float32)
+
+
+# --- AU centres -------------------------------------------------------------------------------
+
+
+def _check_size(height, width) -> tuple[int, int]:
+    """Validate an image size (positive ints)."""
+    try:
+        h, w = int(height), int(width)
+    except (TypeError, ValueError):
+        raise ValueError(f"height and width must be positive integers, got {height!r}, "
+                         f"{width!r}") from None
+    if h <= 0 or w <= 0 or h != height or w != width:
+        raise ValueError(f"height and width must be positive integers, got {height!r}, {width!r}")
+    return h, w
+
+
+def au_centers_batch(landmarks, height: int, width: int) -> np.ndarray:
+    """EAC-Net's 20 AU centres for a batch: N×68×2 landmarks (pixels) → float32 N×20×2 pixels."""
+    h, w = _check_size(height, width)
+    points = np.asarray(landmarks, dtype=np.float32)
+    if points.ndim != 3 or points.shape[1:] != (NUM_LANDMARKS, 2):
+        raise ValueError(f"landmarks must be N×68×2 (x, y) pixels, got shape {points.shape}")
+    scaled = points * np.array([100.0 / w, 100.0 / h], dtype=np.float32)  # 0-100 frame
+    ruler = np.abs(scaled[:, 39, 0] - scaled[:, 42, 0])  # inner eye corners, N
+    centers = scaled[:, _CENTER_LANDMARKS, :].copy()  # N×20×2
+    centers[:, :, 1] += _CENTER_OFFSETS[None, :] * ruler[:, None]
+    return (centers * np.array([w / 100.0, h / 100.0], dtype=np.float32)).astype(np.float32)
+
+
+def au_centers(landmarks, height: int, width: int) -> np.ndarray:
+    """EAC-Net's 20 AU centres (x, y) in pixels from 68 landmarks (x, y) in pixels.
+
+    Args:
+        landmarks: 68×2 (x, y) pixel coordinates in dlib's order (N×68×2 gives N×20×2).
+        height: image height in pixels.
+        width: image width in pixels.
+
+    Returns:
+        float32 20×2 array: region 0's first landmark, region 0's second, region 1's first, ...
+        (the order of `AU_REGIONS`). Centres may lie outside the image (e.g. above the brows).
+    """
+    points = np.asarray(landmarks, dtype=np.float32)
+    if points.ndim == 3:
+        return au_centers_batch(points, height, width)
+    if points.shape != (NUM_LANDMARKS, 2):
+        raise ValueError(f"landmarks must be 68×2 (x, y) pixels, got shape {points.shape}")
+    return au_centers_batch(points[None], height, width)[0]
+
+
+def relative_centers(centers, height: int, width: int, clip: bool = True) -> np.ndarray:
+    """Pixel centres (…×2, x y) → relative (x / W, y / H), clipped to [0, 1] by default."""
+    h, w = _check_size(height, width)
+    rel = np.asarray(centers, dtype=np.float32) / np.array([w, h], dtype=np.float32)
+    return np.clip(rel, 0.0, 1.0) if clip else rel
+
+
+# --- attention maps ---------------------------------------------------------------------------
+
+
+def _check_map_args(decay, radius):
+    if not decay > 0:
+        raise ValueError(f"decay must be positive, got {decay!r}")
+    if not radius > 0:
+        raise ValueError(f"radius must be positive, got {radius!r}")
+
+
+def attention_maps(centers, height: int, width: int, decay: float = DECAY,
+                   radius: float = RADIUS) -> np.ndarray:
+    """Attention maps for a batch: N×K×2 pixel centres → float32 N×H×W in [0, 1]."""
+    h, w = _check_size(height, width)
+    _check_map_args(decay, radius)
+    c = np.asarray(centers, dtype=np.float32)
+    if c.ndim != 3 or c.shape[-1] != 2:
+        raise ValueError(f"centers must be N×K×2 (x, y) pixels, got shape {c.shape}")
+    out = np.zeros((len(c), h, w), dtype=np.float32)
+    if c.shape[1] == 0:
+        return out
+    # Separable Manhattan distance in 100-grid units: dx (N×K×W) + dy (N×K×H).
+    dx = np.abs(np.arange(w, dtype=np.float32)[None, None, :] - c[:, :, 0:1]) * (100.0 / w)
+    dy = np.abs(np.arange(h, dtype=np.float32)[None, None, :] - c[:, :, 1:2]) * (100.0 / h)
+    chunk = max(1, int(4e6 // max(1, h * w * c.shape[1])))  # bound memory of the N×K×H×W block
+    for start in range(0, len(c), chunk):
+        d = dy[start:start + chunk, :, :, None] + dx[start:start + chunk, :, None, :]
+        value = np.where(d <= radius, 1.0 - decay * d, 0.0)
+        out[start:start + chunk] = np.clip(value.max(axis=1), 0.0, 1.0)
+    return out
+
+
+def attention_map(centers, height: int, width: int, decay: float = DECAY,
+                  radius: float = RADIUS) -> np.ndarray:
+    """EAC-Net attention map: 1 at each centre, `1 - decay * d` within the window, else 0.
+
+    Args:
+        centers: K×2 (x, y) pixel centres, e.g. from `au_centers` (N×K×2 gives N×H×W).
+        height: map height in pixels.
+        width: map width in pixels.
+        decay: fall-off per grid cell of Manhattan distance (0.095 in EAC-Net).
+        radius: window: cells with Manhattan distance <= radius grid cells get a value
+            (10 cells: the largest distance where 1 - 0.095 d stays positive, 0.05).
+
+    Returns:
+        float32 H×W array in [0, 1]; overlapping regions take the maximum.
+    """
+    c = np.asarray(centers, dtype=np.float32)
+    if c.ndim == 3:
+        return attention_maps(c, height, width, decay, radius)
+    if c.ndim != 2 or c.shape[-1] != 2:
+        raise ValueError(f"centers must be K×2 (x, y) pixels, got shape {c.shape}")
+    return attention_maps(c[None], height, width, decay, radius)[0]
+
+
+# --- TensorFlow versions (for tf.data pipelines and graphs) -----------------------------------
+
+
+def tf_au_centers(landmarks, height: int, width: int):
+    """TensorFlow version of `au_centers_batch`: B×68×2 pixel landmarks → float32 B×20×2 pixels."""
+    import tensorflow as tf
+
+    h, w = _check_size(height, width)
+    points = tf.cast(landmarks, tf.float32)
+    scale = tf.constant([100.0 / w, 100.0 / h], tf.float32)
+    scaled = points * scale
+    ruler = tf.abs(scaled[:, 39, 0] - scaled[:, 42, 0])
+    centers = tf.gather(scaled, _CENTER_LANDMARKS, axis=1)
+    shift = tf.constant(_CENTER_OFFSETS)[None, :] * ruler[:, None]
+    centers = centers + tf.stack([tf.zeros_like(shift), shift], axis=-1)
+    return centers * tf.constant([w / 100.0, h / 100.0], tf.float32)
+
+
+def tf_attention_map(centers, height: int, width: int, decay: float = DECAY,
+                     radius: float = RADIUS):
+    """TensorFlow version of `attention_maps`: B×K×2 pixel centres → float32 B×H×W."""
+    import tensorflow as tf
+
+    h, w = _check_size(height, width)
+    _check_map_args(decay, radius)
+    c = tf.cast(centers, tf.float32)
+    dx = tf.abs(tf.range(w, dtype=tf.float32)[None, None, :] - c[:, :, 0:1]) * (100.0 / w)
+    dy = tf.abs(tf.range(h, dtype=tf.float32)[None, None, :] - c[:, :, 1:2]) * (100.0 / h)
+    d = dy[:, :, :, None] + dx[:, :, None, :]  # B×K×H×W
+    value = tf.where(d <= radius, 1.0 - decay * d, tf.zeros_like(d))
+    return tf.clip_by_value(tf.reduce_max(value, axis=1), 0.0, 1.0)
+
+
+def tf_attention_inputs(landmarks, height: int, width: int, decay: float = DECAY,
+                        radius: float = RADIUS):
+    """Model inputs from a batch of landmarks, in TensorFlow (usable inside `tf.data.map`).
+
+    Args:
+        landmarks: B×68×2 (x, y) pixel landmarks of the (possibly augmented) images.
+        height: image height in pixels (the images the model sees).
+        width: image width in pixels.
+        decay: see `attention_map`.
+        radius: see `attention_map`.
+
+    Returns:
+        (maps float32 B×H×W×1 in [0, 1], centers float32 B×20×2 (x, y) relative 0-1, clipped).
+    """
+    import tensorflow as tf
+
+    h, w = _check_size(height, width)
+    centers = tf_au_centers(landmarks, h, w)
+    maps = tf_attention_map(centers, h, w, decay, radius)[..., None]
+    rel = tf.clip_by_value(centers / tf.constant([w, h], tf.float32), 0.0, 1.0)
+    return maps, rel

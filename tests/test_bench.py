@@ -1,0 +1,44 @@
+"""fer_utils.bench: argument checks and the `... N img/s` lines (tiny sizes, no downloads)."""
+
+import re
+
+import numpy as np
+import pytest
+
+from fer_utils import bench
+from fer_utils import data as fdata
+
+IMG_PER_S = re.compile(r"\d+(\.\d+)? img/s$")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(what="speed"), "what='speed' is not one of all, generate, augment, train"),
+    (dict(what="train", size=0), "size must be a positive integer, got 0"),
+    (dict(what="train", epochs=1.5), "epochs must be a positive integer, got 1.5"),
+    (dict(what="generate", images=-3), "images must be a positive integer, got -3"),
+])
+def test_bad_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError) as error:
+        bench.run(**kwargs)
+    assert message in str(error.value)
+
+
+def test_generate_prints_images_per_second(capsys):
+    results = bench.run("generate", images=6, size=32)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("generate: 6 synthetic faces at 32 px") and IMG_PER_S.search(line)
+    assert results[0]["images_per_second"] > 0
+
+
+def test_train_uses_the_fine_tune_path(monkeypatch, capsys, tmp_path):
+    rng = np.random.default_rng(0)
+    faces = fdata.FaceSet(images=rng.integers(0, 256, (30, 32, 32, 1), dtype=np.uint8),
+                          labels=np.arange(30) % 3, class_names=("a", "b", "c"))
+    monkeypatch.setenv("FER_WEIGHTS", "none")
+    monkeypatch.setenv("FER_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setattr(fdata, "load_dataset", lambda *args, **kwargs: faces)
+    results = bench.run("train", data="synthetic", size=32, epochs=1)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("train: fine-tune VGG16 block5+head (cached features")
+    assert "size=32 images=27 epochs=1" in line and IMG_PER_S.search(line)
+    assert results[0]["path"] == "cached" and 0 <= results[0]["val_accuracy"] <= 1

@@ -1,0 +1,194 @@
+"""`python -m fer_utils` end to end, in subprocesses: train, predict, export, data, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPRESSIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+# dlib's HOG box of the astronaut's face in skimage.data.astronaut() (x, y, w, h).
+ASTRONAUT_FACE = (175, 76, 91, 91)
+
+
+def run_cli(args, workdir: Path, timeout: int = 600, **env_overrides):
+    """Run `python -m fer_utils ARGS` in `workdir` with ci settings pointing into it."""
+    env = dict(os.environ)
+    env.update(FER_PROFILE="ci", FER_DATASET="synthetic", FER_WEIGHTS="none",
+               FER_DATA_DIR=str(workdir / "data"), FER_LOG_DIR=str(workdir / "logs"),
+               TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg", KERAS_HOME=str(workdir / "keras"),
+               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p))
+    env.update(env_overrides)
+    return subprocess.run([sys.executable, "-m", "fer_utils", *map(str, args)], cwd=workdir,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(result, *needles, status=1):
+    """Non-zero exit, a single `error:` line naming every needle, and no traceback."""
+    assert result.returncode == status, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert "error:" in lines[0]
+    for needle in needles:
+        assert str(needle) in lines[0], (needle, lines[0])
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def trained(workdir):
+    """One small CNN trained for one epoch in the ci profile (shared by the tests below)."""
+    out = workdir / "run"
+    result = run_cli(["train", "--out", out, "--epochs", "1"], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, result
+
+
+@pytest.fixture(scope="module")
+def pictures(workdir):
+    """The astronaut photo, a picture without a face, a text file named .jpg."""
+    import cv2
+    import skimage.data
+
+    astronaut = workdir / "astronaut.png"
+    cv2.imwrite(str(astronaut), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    blank = workdir / "blank.png"
+    cv2.imwrite(str(blank), np.full((120, 160, 3), 128, np.uint8))
+    fake = workdir / "notes.jpg"
+    fake.write_text("this is not a picture\n")
+    return {"astronaut": astronaut, "blank": blank, "fake": fake}
+
+
+def test_train_writes_model_meta_and_tensorboard_logs(trained):
+    out, result = trained
+    assert (out / "model.keras").is_file()
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["class_names"] == EXPRESSIONS
+    assert meta["input_size"] == [48, 48] and meta["channels"] == 1
+    assert meta["preprocess"] == "scale" and meta["model"] == "small"
+    # The built-in set has landmarks: the crop convention is its measured landmark template.
+    assert meta["crop"]["method"] == "landmarks"
+    template = np.array(meta["crop"]["template"])
+    assert template.shape == (68, 2) and 0 < template.min() and template.max() < 1
+    assert template[36:42, 1].mean() < template[48:68, 1].mean()  # eyes above the mouth
+    assert 0 <= meta["test_accuracy"] <= 1 and meta["epochs"] == 1
+    assert list(out.rglob("events.out.tfevents*")), "no TensorBoard logs under --out"
+    assert "test_accuracy" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_predict_astronaut_and_a_picture_without_faces(trained, pictures, workdir):
+    out, _ = trained
+    pred = workdir / "pred"
+    result = run_cli(["predict", pictures["astronaut"], pictures["blank"], "--model", out,
+                      "--out", pred, "--save-crops"], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((pred / "astronaut.json").read_text())
+    assert record["image"].endswith("astronaut.png")
+    assert len(record["faces"]) >= 1
+    face = record["faces"][0]
+    assert np.allclose(face["box"], ASTRONAUT_FACE, atol=20), face["box"]
+    probs = face["probabilities"]
+    assert list(probs) == EXPRESSIONS
+    assert abs(sum(probs.values()) - 1) < 1e-4 and min(probs.values()) >= 0
+    assert face["label"] == max(probs, key=probs.get)
+    scores = [f["score"] for f in record["faces"]]
+    assert scores == sorted(scores, reverse=True)
+
+    import cv2
+
+    annotated = cv2.imread(str(pred / "astronaut_annotated.png"))
+    original = cv2.imread(str(pictures["astronaut"]))
+    assert annotated.shape == original.shape
+    assert np.any(annotated != original)  # boxes and labels were drawn
+    crop = cv2.imread(str(pred / "astronaut_face0.png"), cv2.IMREAD_UNCHANGED)
+    assert crop.shape[:2] == (48, 48)
+
+    empty = json.loads((pred / "blank.json").read_text())
+    assert empty["faces"] == [] and "no face" in empty["note"]
+    assert (pred / "blank_annotated.png").is_file()
+
+
+def test_export_tflite_agrees_with_keras(trained, workdir):
+    out, _ = trained
+    result = run_cli(["export", "--model", out, "--out", workdir / "exported", "--faces", "16"],
+                     workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("model.keras", "model.tflite", "meta.json", "model_savedmodel/saved_model.pb"):
+        assert (workdir / "exported" / name).is_file(), name
+    assert "same label for 100.0%" in result.stdout, result.stdout
+
+
+def test_data_counts_grid_and_fer2013_round_trip(workdir):
+    csv = workdir / "synth.csv"
+    result = run_cli(["data", "synthetic", "--out", workdir / "report", "--convert", "fer2013",
+                      "--to", csv], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (workdir / "report" / "samples.png").stat().st_size > 1000
+    import pandas as pd
+
+    counts = pd.read_csv(workdir / "report" / "counts.csv", index_col=0)
+    assert list(counts.index) == EXPRESSIONS
+    assert {"train", "val", "test"} <= set(counts.columns)
+    assert counts[["train", "val", "test"]].to_numpy().sum() == 600  # the ci profile's size
+    rows = pd.read_csv(csv)
+    assert list(rows.columns) == ["emotion", "pixels", "Usage"] and len(rows) == 600
+    back = run_cli(["data", f"fer2013:{csv}", "--out", workdir / "report2"], workdir)
+    assert back.returncode == 0, back.stderr[-3000:]
+    again = pd.read_csv(workdir / "report2" / "counts.csv", index_col=0)
+    assert again.loc[:, ["train", "val", "test"]].equals(counts.loc[:, ["train", "val", "test"]])
+
+
+def test_missing_picture_is_one_line_error(trained, workdir):
+    result = run_cli(["predict", "missing.jpg", "--model", trained[0]], workdir)
+    assert_one_line_error(result, "missing.jpg")
+
+
+def test_text_file_named_jpg_is_one_line_error(trained, pictures, workdir):
+    result = run_cli(["predict", pictures["fake"], "--model", trained[0]], workdir)
+    assert_one_line_error(result, "notes.jpg", "not a picture")
+
+
+def test_missing_model_is_one_line_error(pictures, workdir):
+    result = run_cli(["predict", pictures["astronaut"], "--model", "nowhere/model.keras"],
+                     workdir)
+    assert_one_line_error(result, "nowhere/model.keras")
+
+
+def test_bad_profile_is_one_line_error(workdir):
+    result = run_cli(["train", "--out", workdir / "never"], workdir, FER_PROFILE="huge")
+    assert_one_line_error(result, "FER_PROFILE", "huge", "ci, laptop, full")
+    assert not (workdir / "never" / "model.keras").exists()
+
+
+def test_bad_data_spec_and_bad_option_values(workdir):
+    assert_one_line_error(run_cli(["data", "imagenet"], workdir), "SPEC", "imagenet")
+    assert_one_line_error(run_cli(["data", "folder:/no/such/folder"], workdir),
+                          "/no/such/folder")
+    assert_one_line_error(run_cli(["train", "--epochs", "zero"], workdir), "--epochs", "'zero'",
+                          status=2)
+
+
+def test_fetch_weights_fails_fast_without_network(workdir):
+    # An empty Keras cache (KERAS_HOME in workdir) and a tiny timeout: the download cannot
+    # finish, whether or not this machine is online.
+    result = run_cli(["fetch-weights", "--timeout", "0.001"], workdir, timeout=60)
+    assert_one_line_error(result, "VGG16")
+
+
+def test_help_lists_every_command():
+    result = subprocess.run([sys.executable, "-m", "fer_utils", "--help"], capture_output=True,
+                            text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0
+    for command in ("train", "predict", "export", "data", "bench", "fetch-weights"):
+        assert command in result.stdout
+    train_help = subprocess.run([sys.executable, "-m", "fer_utils", "train", "--help"],
+                                capture_output=True, text=True, cwd=ROOT, timeout=60).stdout
+    assert "TF_CONFIG" in train_help and "multiworker" in train_help

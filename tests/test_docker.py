@@ -1,0 +1,265 @@
+"""Docker smoke test (design.md §7-§8): build, both services healthy, the container test command.
+
+Runs when a Docker engine and the compose command answer; skipped with the reason otherwise.
+The compose command comes from `FER_COMPOSE` (default `docker compose`); on this project's CI
+machine it is `bash ../shared/tools/docker-harness compose` (host network, compose v1).
+Every subprocess has a timeout: the test never hangs on a missing or stuck engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _absolute(token: str) -> str:
+    """A relative path in FER_COMPOSE (`../shared/tools/docker-harness`) made absolute."""
+    if "/" in token and not token.startswith("-") and (ROOT / token).exists():
+        return str((ROOT / token).resolve())
+    return token
+
+
+# Absolute, so the same command also drives a temporary copy of the project (uid test).
+COMPOSE = [_absolute(t) for t in shlex.split(os.environ.get("FER_COMPOSE", "docker compose"))]
+BUILD_TIMEOUT = int(os.environ.get("FER_DOCKER_BUILD_TIMEOUT", "1500"))  # cold: pip installs TF
+HEALTH_TIMEOUT = 240
+LAB = "http://127.0.0.1:8888"
+TENSORBOARD = "http://127.0.0.1:6006"
+TOKEN_URL = re.compile(r"http://127\.0\.0\.1:8888/lab\?token=([0-9a-f]{32,})")
+# The README's container test command, as a learner runs it (services stopped first: on a
+# host network `compose run` refuses while they are up).
+CONTAINER_TESTS = ["tests/test_config.py"]
+CONTAINER_NOTEBOOKS = ["notebooks/00_setup_and_data.ipynb", "notebooks/90_appendix_tflearn_vgg16.ipynb"]
+
+
+def _run(args, timeout, env=None, input=None, cwd=ROOT):
+    """Run a command with a timeout; a timeout fails the test with what it was doing."""
+    try:
+        return subprocess.run(args, cwd=cwd, env=env, input=input, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f"timed out after {timeout} s: {shlex.join(args)}\n"
+                    f"{(error.stdout or '')[-2000:]}\n{(error.stderr or '')[-2000:]}")
+
+
+def _tail(proc, n=4000):
+    return f"rc={proc.returncode}\nstdout:\n{proc.stdout[-n:]}\nstderr:\n{proc.stderr[-n:]}"
+
+
+def _engine_problem() -> str | None:
+    """Why the smoke test cannot run here (no engine, no compose), or None when it can."""
+    try:
+        info = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"],
+                              capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        return "no `docker` command on PATH"
+    except subprocess.TimeoutExpired:
+        return "`docker info` did not answer within 30 s"
+    if info.returncode != 0:
+        return f"no Docker engine reachable (`docker info`: {info.stderr.strip()[-300:]})"
+    try:
+        version = subprocess.run([*COMPOSE, "version"], cwd=ROOT, capture_output=True,
+                                 text=True, timeout=60)
+    except (FileNotFoundError, subprocess.TimeoutExpired) as error:
+        return f"compose command {shlex.join(COMPOSE)!r} does not work ({error}); set FER_COMPOSE"
+    if version.returncode != 0:
+        return (f"compose command {shlex.join(COMPOSE)!r} does not work "
+                f"({(version.stderr or version.stdout).strip()[-300:]}); set FER_COMPOSE")
+    return None
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _get(url, token=None, timeout=10):
+    """GET url; return (status, body) for any HTTP answer."""
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"token {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode("utf-8", "replace")
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """Build the image and `up -d` both services; `down` at the end. Yields the compose env."""
+    problem = _engine_problem()
+    if problem:
+        pytest.skip(f"docker smoke test skipped: {problem}")
+    env = dict(os.environ, FER_PROFILE="ci")
+    env.pop("JUPYTER_TOKEN", None)  # test the default: a random token printed in the logs
+
+    def compose(*args, timeout=180, cwd=ROOT):
+        return _run([*COMPOSE, *args], timeout=timeout, env=env, cwd=cwd)
+
+    compose("down", "--remove-orphans")  # leftovers of an interrupted run
+    busy = [port for port in (8888, 6006) if _port_in_use(port)]
+    if busy:
+        pytest.fail(f"127.0.0.1 port(s) {busy} already in use: stop what uses them first")
+    start = time.monotonic()
+    build = compose("build", timeout=BUILD_TIMEOUT)
+    build_s = time.monotonic() - start
+    assert build.returncode == 0, f"image build failed:\n{_tail(build)}"
+    print(f"\ndocker smoke test: image built in {build_s:.0f} s")
+    try:
+        up = compose("up", "-d")
+        assert up.returncode == 0, f"`compose up -d` failed:\n{_tail(up)}"
+        yield {"compose": compose, "env": env, "build_s": build_s}
+    finally:
+        down = compose("down", "--remove-orphans")
+        assert down.returncode == 0, f"`compose down` failed:\n{_tail(down)}"
+
+
+def _container(stack, service):
+    ps = stack["compose"]("ps", "-q", service, timeout=60)
+    ids = ps.stdout.split()
+    assert ps.returncode == 0 and ids, f"no container for service {service}:\n{_tail(ps)}"
+    return ids[0]
+
+
+def _health(container):
+    proc = _run(["docker", "inspect", "--format",
+                 "{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}", container],
+                timeout=30)
+    return proc.stdout.strip() or f"unknown ({proc.stderr.strip()})"
+
+
+def _wait_healthy(stack, service):
+    container = _container(stack, service)
+    deadline = time.monotonic() + HEALTH_TIMEOUT
+    status = _health(container)
+    while status != "healthy" and time.monotonic() < deadline:
+        if status in ("unhealthy", "none") or status.startswith("unknown"):
+            break
+        time.sleep(3)
+        status = _health(container)
+    if status != "healthy":
+        logs = stack["compose"]("logs", "--tail", "40", service, timeout=60)
+        pytest.fail(f"{service} is {status!r}, not healthy, after up to {HEALTH_TIMEOUT} s:\n"
+                    f"{logs.stdout[-3000:]}")
+
+
+def _lab_token(stack):
+    logs = stack["compose"]("logs", "lab", timeout=60)
+    tokens = TOKEN_URL.findall(logs.stdout + logs.stderr)
+    assert tokens, f"no http://127.0.0.1:8888/lab?token=... URL in `compose logs lab`:\n" \
+                   f"{logs.stdout[-3000:]}"
+    return tokens[-1]
+
+
+def _stop_services(stack):
+    stop = stack["compose"]("stop", timeout=120)
+    assert stop.returncode == 0, f"`compose stop` failed:\n{_tail(stop)}"
+
+
+def test_both_services_become_healthy(stack):
+    _wait_healthy(stack, "lab")
+    _wait_healthy(stack, "tensorboard")
+
+
+def test_lab_refuses_api_requests_without_token(stack):
+    _wait_healthy(stack, "lab")
+    status, _ = _get(f"{LAB}/api/contents")
+    assert status == 403
+    status, _ = _get(f"{LAB}/api/contents", token="not-the-token")
+    assert status == 403
+
+
+def test_token_url_in_logs_opens_the_course(stack):
+    _wait_healthy(stack, "lab")
+    token = _lab_token(stack)
+    status, body = _get(f"{LAB}/api/contents", token=token)
+    assert status == 200, body[:500]
+    root = {item["name"] for item in json.loads(body)["content"]}
+    assert {"notebooks", "fer_utils", "logs", "data"} <= root
+    status, body = _get(f"{LAB}/api/contents/notebooks", token=token)
+    assert status == 200, body[:500]
+    listed = {item["name"] for item in json.loads(body)["content"] if item["type"] == "notebook"}
+    on_host = {p.name for p in (ROOT / "notebooks").glob("*.ipynb")}
+    assert listed == on_host  # the host's notebooks/ is what JupyterLab shows
+
+
+def test_tensorboard_serves_the_same_logs(stack):
+    _wait_healthy(stack, "tensorboard")
+    status, body = _get(f"{TENSORBOARD}/")
+    assert status == 200 and "<html" in body.lower()
+    status, body = _get(f"{TENSORBOARD}/data/environment")
+    assert status == 200, body[:500]
+    assert json.loads(body)["data_location"] == "/course/logs"
+
+
+def test_container_test_command_passes(stack):
+    """`compose run --rm lab pytest ...`: tests + a notebook, as the learner's user."""
+    _stop_services(stack)
+    notebooks = [nb for nb in CONTAINER_NOTEBOOKS if (ROOT / nb).is_file()][:1]
+    assert notebooks, f"none of {CONTAINER_NOTEBOOKS} exists to execute in the container"
+    command = ["pytest", "-p", "no:cacheprovider", "-q", *CONTAINER_TESTS, *notebooks]
+    start = time.monotonic()
+    proc = stack["compose"]("run", "--rm", "lab", *command, timeout=900)
+    print(f"\ndocker smoke test: `compose run --rm lab {shlex.join(command)}` "
+          f"took {time.monotonic() - start:.0f} s")
+    assert proc.returncode == 0, f"container test command failed:\n{_tail(proc, 6000)}"
+    assert re.search(r"\d+ passed", proc.stdout), proc.stdout[-2000:]
+    assert "failed" not in proc.stdout.splitlines()[-1]
+
+
+def test_files_written_to_logs_belong_to_the_owner_of_logs(stack):
+    _stop_services(stack)
+    logs = ROOT / "logs"
+    probe = logs / f".docker-owner-check-{os.getpid()}"
+    script = f"touch /course/logs/{probe.name} && id -u"
+    try:
+        proc = stack["compose"]("run", "--rm", "lab", "bash", "-c", script, timeout=180)
+        assert proc.returncode == 0, _tail(proc)
+        owner = logs.stat()
+        assert (probe.stat().st_uid, probe.stat().st_gid) == (owner.st_uid, owner.st_gid)
+        assert proc.stdout.split()[-1] == str(owner.st_uid)  # the command ran as that user
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def test_checkout_owned_by_a_non_root_uid_gets_files_owned_by_that_uid(stack, tmp_path):
+    """A copy of the project owned by uid 1234: files the container writes belong to 1234."""
+    _stop_services(stack)
+    if os.geteuid() != 0:
+        pytest.skip("needs root on the host to make a checkout owned by another uid")
+    project = tmp_path / "course"
+    for folder in ("notebooks", "fer_utils", "logs", "data"):
+        (project / folder).mkdir(parents=True)
+    shutil.copy2(ROOT / "docker-compose.yml", project / "docker-compose.yml")
+    for path in [project, *project.rglob("*")]:
+        os.chown(path, 1234, 1234)
+    script = ("mkdir -p /course/logs/run1 && touch /course/logs/run1/events /course/data/cache && "
+              "echo \"$(id -u) $(id -g) $(id -un) $HOME\"")
+    try:
+        # The image exists already (built by the fixture): no build in the copy.
+        proc = stack["compose"]("run", "--rm", "lab", "bash", "-c", script, timeout=180,
+                                cwd=project)
+        assert proc.returncode == 0, _tail(proc)
+        assert proc.stdout.split()[-4:] == ["1234", "1234", "learner", "/home/learner"]
+        for path in (project / "logs" / "run1", project / "logs" / "run1" / "events",
+                     project / "data" / "cache"):
+            assert (path.stat().st_uid, path.stat().st_gid) == (1234, 1234), path
+    finally:
+        stack["compose"]("down", "--remove-orphans", timeout=120, cwd=project)

@@ -1,0 +1,68 @@
+"""fer_utils.labelling: the labelling tool writes a CSV the loaders read; the widgets' fallbacks."""
+
+import cv2
+import numpy as np
+import pytest
+
+from fer_utils import data, labelling
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        cv2.imwrite(str(folder / f"p{i}.png"), rng.integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_labelling_tool_writes_a_csv_the_loader_reads_and_resumes(tmp_path, photos):
+    csv_path = tmp_path / "labels" / "labels.csv"
+    tool = labelling.LabellingTool(photos, csv_path)
+    assert tool.remaining == 4 and tool.current.name == "p0.png"
+    tool.label("happy")
+    tool.skip()
+    tool.label(4)  # an index: "sad"
+    with pytest.raises(ValueError, match="bored"):
+        tool.label("bored")
+    assert tool.remaining == 1
+    fs = data.load_au_csv(csv_path, class_names=data.EXPRESSIONS, size=32)
+    assert [fs.class_names[k] for k in fs.labels] == ["happy", "sad"]
+    assert fs.image_shape == (32, 32, 1)
+    again = labelling.LabellingTool(photos, csv_path)  # a new session skips labelled images
+    assert [p.name for p in again.files] == ["p1.png", "p3.png"]
+    again.label("fear")
+    again.label("neutral")
+    assert again.current is None and again.remaining == 0
+    with pytest.raises(IndexError):
+        again.label("fear")
+    assert len(data.load_au_csv(csv_path)) == 4
+
+
+def test_labelling_tool_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        labelling.LabellingTool(tmp_path / "nowhere", tmp_path / "l.csv")
+
+
+def test_widgets_live_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("FER_WIDGETS", "1")
+    assert labelling.widgets_live()
+    monkeypatch.setenv("FER_WIDGETS", "0")
+    assert not labelling.widgets_live()
+    monkeypatch.delenv("FER_WIDGETS")
+    assert not labelling.widgets_live()  # plain Python: no kernel, no frontend
+
+
+def test_live_widgets_build(tmp_path, photos, monkeypatch):
+    pytest.importorskip("ipywidgets")
+    box = labelling.au_explorer(aus=(12,), live=True, size=48)
+    assert type(box).__name__ == "HBox"
+    tool = labelling.LabellingTool(photos, tmp_path / "l.csv")
+    widget = tool.show(live=True)
+    assert type(widget).__name__ == "VBox"
+    picture = widget.children[1]
+    first = bytes(picture.value)
+    tool.label("angry")  # what a button click does
+    assert bytes(picture.value) != first and "3 left" in widget.children[0].value

@@ -1,0 +1,123 @@
+"""Evaluation metrics agree with scikit-learn and catch the accuracy trap (fer_utils.metrics)."""
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from fer_utils import metrics
+
+
+@pytest.fixture
+def labels():
+    rng = np.random.default_rng(3)
+    y_true = rng.integers(0, 4, 200)
+    y_pred = np.where(rng.random(200) < 0.6, y_true, rng.integers(0, 4, 200))
+    return y_true, y_pred
+
+
+def test_macro_f1_agrees_with_sklearn(labels):
+    y_true, y_pred = labels
+    expected = skm.f1_score(y_true, y_pred, average="macro")
+    assert metrics.macro_f1(y_true, y_pred) == pytest.approx(expected)
+    # probabilities: argmax is taken
+    prob = np.eye(4)[y_pred] * 0.7 + 0.075
+    assert metrics.macro_f1(y_true, prob) == pytest.approx(expected)
+    # a class never predicted nor present still counts (F1 = 0) when num_classes says so
+    assert metrics.macro_f1(y_true, y_pred, num_classes=5) == pytest.approx(expected * 4 / 5)
+
+
+def test_classification_report_frame_matches_sklearn(labels):
+    y_true, y_pred = labels
+    names = ["a", "b", "c", "d"]
+    frame = metrics.classification_report_frame(y_true, y_pred, names)
+    report = skm.classification_report(y_true, y_pred, target_names=names, output_dict=True)
+    for name in names + ["macro avg", "weighted avg"]:
+        assert frame.loc[name, "precision"] == pytest.approx(report[name]["precision"])
+        assert frame.loc[name, "recall"] == pytest.approx(report[name]["recall"])
+        assert frame.loc[name, "f1"] == pytest.approx(report[name]["f1-score"])
+        assert frame.loc[name, "support"] == report[name]["support"]
+    assert frame.attrs["accuracy"] == pytest.approx(report["accuracy"])
+    with pytest.raises(ValueError, match="0..2"):
+        metrics.classification_report_frame(y_true, y_pred, names[:3])
+
+
+def test_confusion_matrix(labels):
+    y_true, y_pred = labels
+    cm = metrics.confusion_matrix(y_true, y_pred, num_classes=5)
+    assert cm.shape == (5, 5) and cm.sum() == len(y_true)
+    np.testing.assert_array_equal(cm[:4, :4], skm.confusion_matrix(y_true, y_pred))
+    assert cm[4].sum() == 0 and cm[:, 4].sum() == 0
+    with pytest.raises(ValueError, match="num_classes=2"):
+        metrics.confusion_matrix(y_true, y_pred, num_classes=2)
+
+
+def test_all_zero_predictions_trap():
+    """90 % of a rare AU's labels are 0: predicting 0 everywhere scores 90 % and F1 = 0."""
+    y_true = np.array([1] * 10 + [0] * 90)
+    all_zero = np.zeros(100, dtype=int)
+    assert metrics.accuracy(y_true, all_zero) == pytest.approx(0.9)
+    series = metrics.per_au_f1(y_true[:, None], all_zero[:, None], au_names=["AU9"])
+    assert series["AU9"] == 0.0
+
+
+def test_per_au_f1_agrees_with_sklearn_per_column():
+    rng = np.random.default_rng(0)
+    y_true = (rng.random((150, 3)) < [0.1, 0.5, 0.3]).astype(int)
+    y_prob = np.clip(y_true * 0.4 + rng.random((150, 3)) * 0.7, 0, 1)
+    series = metrics.per_au_f1(y_true, y_prob, thresholds=0.5, au_names=["AU1", "AU2", "AU4"])
+    for j, name in enumerate(["AU1", "AU2", "AU4"]):
+        assert series[name] == pytest.approx(skm.f1_score(y_true[:, j], y_prob[:, j] >= 0.5))
+    assert series["mean"] == pytest.approx(series.drop("mean").mean())
+    per_column = metrics.per_au_f1(y_true, y_prob, thresholds=[0.3, 0.5, 0.7])
+    assert per_column["AU0"] == pytest.approx(skm.f1_score(y_true[:, 0], y_prob[:, 0] >= 0.3))
+
+
+def test_choose_thresholds_maximises_f1():
+    rng = np.random.default_rng(1)
+    y_true = (rng.random((300, 2)) < [0.08, 0.4]).astype(int)
+    y_prob = np.clip(y_true * 0.25 + rng.random((300, 2)) * 0.6, 0, 1)  # rarely above 0.5
+    chosen = metrics.choose_thresholds(y_true, y_prob, au_names=["AU9", "AU12"])
+    assert set(chosen) == {"AU9", "AU12"}
+    tuned = metrics.per_au_f1(y_true, y_prob, chosen, au_names=["AU9", "AU12"])
+    fixed = metrics.per_au_f1(y_true, y_prob, 0.5, au_names=["AU9", "AU12"])
+    assert tuned["mean"] >= fixed["mean"]
+    for j, name in enumerate(["AU9", "AU12"]):  # brute force over every candidate threshold
+        best = max(skm.f1_score(y_true[:, j], y_prob[:, j] >= t) for t in np.unique(y_prob[:, j]))
+        assert tuned[name] == pytest.approx(best)
+    # an AU without any positive example keeps the default
+    none = metrics.choose_thresholds(np.zeros((10, 1)), np.random.rand(10, 1), default=0.42)
+    assert none == {"AU0": 0.42}
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda: metrics.macro_f1([0, 1, 2], [0, 1]), ["3", "2"]),
+    (lambda: metrics.macro_f1([], []), ["empty"]),
+    (lambda: metrics.macro_f1([0.5, 1], [0, 1]), ["whole", "0.5"]),
+    (lambda: metrics.per_au_f1(np.ones((4, 2)), np.ones((4, 3))), ["(4, 2)", "(4, 3)"]),
+    (lambda: metrics.per_au_f1(np.full((4, 2), 3.0), np.ones((4, 2))), ["0/1", "3.0"]),
+    (lambda: metrics.per_au_f1(np.ones((4, 2)), np.ones((4, 2)), [0.5] * 3), ["2", "3"]),
+    (lambda: metrics.per_au_f1(np.ones((4, 2)), np.ones((4, 2)), au_names=["a"]), ["1", "2"]),
+])
+def test_bad_input_is_named(call, words):
+    with pytest.raises(ValueError) as info:
+        call()
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_predict_labels_from_a_dataset():
+    tf = pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="out")(inputs))
+    x = np.random.rand(10, 3).astype("float32")
+    y = np.arange(10) % 2
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    y_true, y_prob = metrics.predict_labels(model, dataset)
+    np.testing.assert_array_equal(y_true, y)
+    np.testing.assert_allclose(y_prob, model.predict(x, verbose=0), rtol=1e-5)
+    dict_ds = tf.data.Dataset.from_tensor_slices((x, {"out": y})).batch(4)
+    with pytest.raises(ValueError, match="output="):
+        metrics.predict_labels(model, dict_ds)
+    y2, _ = metrics.predict_labels(model, dataset.repeat(), steps=2)
+    assert len(y2) == 8
