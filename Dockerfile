@@ -10,6 +10,9 @@ ARG TF_PACKAGE=tensorflow-cpu==2.21.0
 # why: bounded wait for the ImageNet weights, so an offline build does not hang on the fetch.
 ARG WEIGHTS_TIMEOUT=120
 
+# why, in order: no apt prompts; the venv first on PATH; logs unbuffered; quiet TensorFlow C++
+# logs; ImageNet weights baked into a shared Keras cache (not a home folder); `import fer_utils`
+# from anywhere (kernels start in notebooks/); the course's FER_* defaults (compose overrides).
 ENV DEBIAN_FRONTEND=noninteractive \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
@@ -24,8 +27,9 @@ ENV DEBIAN_FRONTEND=noninteractive \
     FER_LOG_DIR=/course/logs \
     HOME=/home/learner
 
-# Python 3.11 from Debian (matches the pins in requirements.txt); no compilers: every pinned
-# package ships a manylinux wheel. procps (ps) and less make the JupyterLab terminal usable.
+# Python 3.11 from Debian (matches the pins in requirements.txt); no compilers: every compiled
+# dependency ships a manylinux wheel (tflearn and face-recognition-models are pure Python).
+# procps (ps) and less make the JupyterLab terminal usable.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates procps less \
  && rm -rf /var/lib/apt/lists/* \

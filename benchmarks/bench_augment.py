@@ -1,4 +1,4 @@
-"""Throughput of the 30× expansion: fer_utils.augment.expand_30x vs albumentations (same 30 variants).
+"""Throughput of the 30× expansion: fer_utils.augment.expand_30x vs albumentations.
 
 For each input image both make the same 30 variants (5 pixel ops × 6 poses, landmarks moved too):
 albumentations the way a learner would write it (30 fixed Compose pipelines of pixel op + Affine,
@@ -27,7 +27,7 @@ from fer_utils import augment  # noqa: E402
 
 
 def make_faces(n: int, size: int, channels: int, seed: int = 0):
-    """Smooth random uint8 images and 68 random landmarks each (speed does not depend on content)."""
+    """Smooth random uint8 images with 68 random landmarks each (speed ignores content)."""
     rng = np.random.default_rng(seed)
     raw = rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8)
     images = np.stack([cv2.GaussianBlur(im, (5, 5), 1.5).reshape(im.shape) for im in raw])
@@ -105,7 +105,8 @@ def main(argv=None) -> int:
     import albumentations
 
     print(f"albumentations {albumentations.__version__}, OpenCV {cv2.__version__}, "
-          f"{os.cpu_count()} CPUs, {args.images} input images × 30 variants, best of {args.repeats}")
+          f"{os.cpu_count()} CPUs, {args.images} input images × 30 variants, "
+          f"best of {args.repeats}")
     ratios = []
     for size, channels, label in ((96, 3, "96 px RGB"), (48, 1, "48 px grey")):
         images, landmarks = make_faces(args.images, size, channels)

@@ -287,10 +287,12 @@ def cmd_train(args) -> int:
 
     _quiet_tensorflow()
     import keras
-    import numpy as np
+    import tensorflow as tf
 
     from . import data, inference, metrics, models, train
 
+    # First of all: multi-worker collectives must be set up before TensorFlow starts its runtime.
+    strategy = train.distribution_strategy(args.strategy)
     keras.utils.set_random_seed(settings.seed)
     print(settings.banner(), flush=True)
     faces = data.load_dataset(settings=settings)
@@ -303,7 +305,6 @@ def cmd_train(args) -> int:
           f"{len(test_set)} test faces; model {args.model} at {size}×{size}×{channels}, "
           f"{epochs} epoch(s), batch {batch_size}, strategy {args.strategy}", flush=True)
 
-    strategy = train.distribution_strategy(args.strategy)
     replicas = strategy.num_replicas_in_sync
     global_batch = batch_size * replicas
     chief = _is_chief(strategy)
@@ -328,26 +329,29 @@ def cmd_train(args) -> int:
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
     # The chief logs into OUT itself; other workers into OUT/workers/N (not the results).
-    log_parent, run_name = (out.parent, out.name) if chief else \
-        (out / "workers", f"worker-{strategy.cluster_resolver.task_id}")
-    callbacks = train.make_callbacks(run_name, log_dir=log_parent,
-                                     monitor="val_loss" if val_ds is not None else "loss")
+    log_dir = out if chief else out / "workers" / f"worker-{strategy.cluster_resolver.task_id}"
     class_weight = None if args.no_class_weights else \
         train.class_weights(train_set.labels, faces.num_classes)
     started = time.perf_counter()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
-                        class_weight=class_weight, shuffle=False,  # the pipeline shuffles
-                        verbose=1 if sys.stdout.isatty() else 2)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        history = _fit_multiworker(strategy, model, train_ds, val_ds, epochs, class_weight,
+                                   global_batch, log_dir)
+    else:
+        callbacks = train.make_callbacks(log_dir.name, log_dir=log_dir.parent,
+                                         monitor="val_loss" if val_ds is not None else "loss")
+        history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
+                            class_weight=class_weight, shuffle=False,  # the pipeline shuffles
+                            verbose=1 if sys.stdout.isatty() else 2).history
     seconds = time.perf_counter() - started
 
     results = {"train_seconds": round(seconds, 1), "epochs": epochs}
     if len(test_set):
-        probs = model.predict(pipeline(test_set, False), verbose=0)
+        probs = _predict_local(model, pipeline(test_set, False))
         results.update(test_faces=len(test_set),
                        test_accuracy=round(metrics.accuracy(test_set.labels, probs), 4),
                        test_macro_f1=round(metrics.macro_f1(test_set.labels, probs,
                                                             faces.num_classes), 4))
-    final = {k: round(float(v[-1]), 4) for k, v in history.history.items()}
+    final = {k: round(float(v[-1]), 4) for k, v in history.items()}
     meta = inference.make_meta(train_set, input_size=size, channels=channels,
                                preprocess=preprocess, model_name=args.model,
                                dataset=settings.dataset, profile=profile.name,
@@ -365,6 +369,81 @@ def cmd_train(args) -> int:
     summary = ", ".join(f"{k} {v}" for k, v in results.items())
     print(f"done: {summary}; TensorBoard: tensorboard --logdir {out}")
     return 0
+
+
+def _predict_local(model, dataset):
+    """Probabilities for every batch of `dataset`, computed on this worker alone."""
+    import numpy as np
+
+    return np.concatenate([np.asarray(model(x, training=False)) for x, _ in dataset])
+
+
+def _fit_multiworker(strategy, model, train_ds, val_ds, epochs: int, class_weight,
+                     global_batch: int, log_dir: Path) -> dict:
+    """A custom training loop for MultiWorkerMirroredStrategy; returns Keras-style history.
+
+    Keras 3's `model.fit` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585,
+    tensorflow/tensorflow#72388), so the workers run TensorFlow's documented custom loop:
+    each replica computes its loss on its share of the global batch, gradients are summed
+    across all workers, every worker applies the same update. TensorBoard scalars go to
+    `log_dir/train` and `log_dir/validation`, as Keras' callback writes them.
+    """
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    batches = strategy.experimental_distribute_dataset(train_ds.with_options(options))
+    num_classes = int(model.output_shape[-1])
+    weights = tf.constant([float((class_weight or {}).get(c, 1.0)) for c in range(num_classes)])
+    with strategy.scope():
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction=None)
+        model.optimizer.build(model.trainable_variables)
+
+    @tf.function
+    def train_step(batch):
+        def replica_step(x, y):
+            y = tf.cast(tf.reshape(y, [-1]), tf.int32)
+            with tf.GradientTape() as tape:
+                probs = model(x, training=True)
+                per_face = loss_fn(y, probs) * tf.gather(weights, y)
+                loss = tf.nn.compute_average_loss(per_face, global_batch_size=global_batch)
+            grads = tape.gradient(loss, model.trainable_variables)
+            model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
+            hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, 1, output_type=tf.int32), y),
+                                         tf.float32))
+            return loss, hits, tf.cast(tf.size(y), tf.float32)
+
+        loss, hits, count = strategy.run(replica_step, args=batch)
+        return [strategy.reduce("SUM", v, axis=None) for v in (loss, hits, count)]
+
+    writers = {name: tf.summary.create_file_writer(str(log_dir / name))
+               for name in ("train", "validation")}
+    history: dict = {}
+    for epoch in range(epochs):
+        loss_sum = hits = count = steps = 0.0
+        for batch in batches:
+            loss, hit, n = train_step(batch)
+            loss_sum, hits, count, steps = loss_sum + float(loss), hits + float(hit), \
+                count + float(n), steps + 1
+        logs = {"loss": loss_sum / max(steps, 1), "accuracy": hits / max(count, 1)}
+        if val_ds is not None:
+            labels = np.concatenate([np.asarray(y) for _, y in val_ds])
+            probs = _predict_local(model, val_ds)
+            logs["val_loss"] = float(np.mean(keras.losses.sparse_categorical_crossentropy(
+                labels, probs)))
+            logs["val_accuracy"] = float((probs.argmax(1) == labels).mean())
+        for key, value in logs.items():
+            history.setdefault(key, []).append(value)
+            writer = writers["validation" if key.startswith("val_") else "train"]
+            with writer.as_default():
+                tf.summary.scalar(f"epoch_{key.removeprefix('val_')}", value, step=epoch)
+        print(f"epoch {epoch + 1}/{epochs}: " + " - ".join(f"{k}: {v:.4f}"
+                                                          for k, v in logs.items()), flush=True)
+    for writer in writers.values():
+        writer.close()
+    return history
 
 
 def _load_any_model(path: Path):
@@ -468,7 +547,8 @@ def cmd_export(args) -> int:
         size = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) \
             if Path(path).is_dir() else Path(path).stat().st_size
         print(f"{kind:12s} {path} ({size / 1e6:.2f} MB)")
-    print(f"TFLite vs Keras on {check['n']} faces of {settings.dataset}: same label for "
+    kind = "TFLite (8-bit weights)" if args.quantize else "TFLite"
+    print(f"{kind} vs Keras on {check['n']} faces of {settings.dataset}: same label for "
           f"{check['label_agreement']:.1%}, largest probability difference "
           f"{check['max_abs_diff']:.2e}")
     return 0
@@ -577,6 +657,8 @@ COMMANDS = {"train": cmd_train, "predict": cmd_predict, "export": cmd_export, "d
 def _one_line(error: BaseException) -> str:
     """The error as one line (multi-line messages are joined with ' | ')."""
     text = " | ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    if len(text) > 400:  # e.g. a TensorFlow error that prints a whole tensor
+        text = text[:400] + " ..."
     if isinstance(error, (CliError, FileNotFoundError, ValueError)) or text.startswith("FER_"):
         return text or type(error).__name__
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
@@ -586,6 +668,7 @@ def main(argv=None) -> int:
     """Run `python -m fer_utils ARGS` and return the exit status (0 ok, 1 error, 2 usage)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    saved_profile = os.environ.get("FER_PROFILE")
     if args.profile:
         os.environ["FER_PROFILE"] = args.profile
     try:
@@ -598,6 +681,12 @@ def main(argv=None) -> int:
             raise
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return 1
+    finally:  # main() may be called in-process (tests, notebooks): leave the environment as it was
+        if args.profile:
+            if saved_profile is None:
+                os.environ.pop("FER_PROFILE", None)
+            else:
+                os.environ["FER_PROFILE"] = saved_profile
 
 
 if __name__ == "__main__":

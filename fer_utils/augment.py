@@ -47,7 +47,8 @@ GREY_GAMMA = 0.8  # grey images: gamma < 1 brightens the shadows
 MAX_ANGLE = 10.0
 MAX_SHIFT = 0.08
 
-_BORDERS = {"reflect": 4, "replicate": 1, "constant": 0}  # cv2.BORDER_REFLECT_101, _REPLICATE, _CONSTANT
+# cv2.BORDER_REFLECT_101, cv2.BORDER_REPLICATE, cv2.BORDER_CONSTANT
+_BORDERS = {"reflect": 4, "replicate": 1, "constant": 0}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -57,7 +58,8 @@ _BORDERS = {"reflect": 4, "replicate": 1, "constant": 0}  # cv2.BORDER_REFLECT_1
 def _check_image(image, name: str = "image") -> np.ndarray:
     """Return `image` as an ndarray after checking it is a uint8 H×W or H×W×C image."""
     if not isinstance(image, np.ndarray):
-        raise TypeError(f"{name} must be a NumPy uint8 array H×W or H×W×C, got {type(image).__name__}")
+        raise TypeError(f"{name} must be a NumPy uint8 array H×W or H×W×C, "
+                        f"got {type(image).__name__}")
     if image.dtype != np.uint8:
         raise TypeError(f"{name} must be uint8 (0-255), got dtype {image.dtype}; convert with "
                         f"np.clip(x, 0, 255).astype(np.uint8)")
@@ -69,15 +71,16 @@ def _check_image(image, name: str = "image") -> np.ndarray:
 def _check_batch(images, name: str = "images") -> np.ndarray:
     """Return `images` after checking it is a uint8 N×H×W×C batch."""
     if not isinstance(images, np.ndarray):
-        raise TypeError(f"{name} must be a NumPy uint8 array N×H×W×C, got {type(images).__name__}")
+        raise TypeError(f"{name} must be a NumPy uint8 array N×H×W×C, "
+                        f"got {type(images).__name__}")
     if images.dtype != np.uint8:
         raise TypeError(f"{name} must be uint8 (0-255), got dtype {images.dtype}; convert with "
                         f"np.clip(x, 0, 255).astype(np.uint8)")
     if images.ndim != 4:
         raise ValueError(f"{name} must be N×H×W×C (use images[..., None] for grey N×H×W, or "
                          f"image[None] for one image), got shape {images.shape}")
-    if images.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"{name} must have 1, 3 or 4 channels, got shape {images.shape}")
+    if images.shape[-1] not in (1, 3):
+        raise ValueError(f"{name} must have 1 (grey) or 3 (RGB) channels, got shape {images.shape}")
     return images
 
 
@@ -316,7 +319,8 @@ def _check_matrix(M) -> np.ndarray:
     """Return M as float64 2×3 after checking its shape."""
     M = np.asarray(M, dtype=np.float64)
     if M.shape != (2, 3) or not np.all(np.isfinite(M)):
-        raise ValueError(f"the affine matrix must be a finite 2×3 [R | T] array, got shape {M.shape}")
+        raise ValueError(f"the affine matrix must be a finite 2×3 [R | T] array, "
+                         f"got shape {M.shape}")
     return M
 
 
@@ -361,7 +365,8 @@ def crop_matrix(box, size) -> np.ndarray:
     """
     x, y, w, h = (float(v) for v in box)
     if w <= 0 or h <= 0 or int(size) < 1:
-        raise ValueError(f"crop box (x, y, w, h) needs w, h > 0 and size >= 1, got {box!r}, {size!r}")
+        raise ValueError(f"crop box (x, y, w, h) needs w, h > 0 and size >= 1, "
+                         f"got {box!r}, {size!r}")
     sx, sy = int(size) / w, int(size) / h
     return np.array([[sx, 0.0, sx * (0.5 - x) - 0.5], [0.0, sy, sy * (0.5 - y) - 0.5]], np.float32)
 
@@ -428,12 +433,14 @@ def transform_landmarks(landmarks, M) -> np.ndarray:
     """
     points = np.asarray(landmarks, dtype=np.float64)
     if points.ndim not in (2, 3) or points.shape[-1] != 2:
-        raise ValueError(f"landmarks must be K×2 or N×K×2 (x, y) points, got shape {points.shape}")
+        raise ValueError(f"landmarks must be K×2 or N×K×2 (x, y) points, "
+                         f"got shape {points.shape}")
     M = np.asarray(M, dtype=np.float64)
     if M.shape == (2, 3):
         return (points @ M[:, :2].T + M[:, 2]).astype(np.float32)
     if M.ndim == 3 and M.shape[1:] == (2, 3) and points.ndim == 3 and len(M) == len(points):
-        return (np.einsum("nkj,nij->nki", points, M[:, :, :2]) + M[:, None, :, 2]).astype(np.float32)
+        moved = np.einsum("nkj,nij->nki", points, M[:, :, :2]) + M[:, None, :, 2]
+        return moved.astype(np.float32)
     raise ValueError(f"M must be 2×3 (or N×2×3 matching N×K×2 landmarks), got M {M.shape} "
                      f"for landmarks {points.shape}")
 
@@ -504,7 +511,8 @@ def expand_30x(images: np.ndarray, landmarks=None, seed: int = 0, border: str = 
     out = out.reshape(n * n_ops * n_poses, h, w, c)
     if points is None:
         return out
-    moved = np.einsum("nkj,pij->npki", points.astype(np.float64), matrices[:, :, :2].astype(np.float64))
+    rotations = matrices[:, :, :2].astype(np.float64)
+    moved = np.einsum("nkj,pij->npki", points.astype(np.float64), rotations)
     moved += matrices[None, :, None, :, 2]
     moved = np.broadcast_to(moved[:, None], (n, n_ops, n_poses) + points.shape[1:])
     return out, moved.reshape(n * n_ops * n_poses, *points.shape[1:]).astype(np.float32)
@@ -515,7 +523,8 @@ def expand_faceset(faces, seed: int = 0, progress: bool = True):
     from .data import FaceSet
 
     if not isinstance(faces, FaceSet):
-        raise TypeError(f"expand_faceset needs a fer_utils.data.FaceSet, got {type(faces).__name__}")
+        raise TypeError(f"expand_faceset needs a fer_utils.data.FaceSet, "
+                        f"got {type(faces).__name__}")
     k = VARIANTS_PER_IMAGE
     result = expand_30x(faces.images, faces.landmarks, seed=seed, progress=progress)
     images, landmarks = result if faces.landmarks is not None else (result, None)
@@ -538,7 +547,8 @@ def _check_ops(pixel_ops) -> tuple:
     names = (pixel_ops,) if isinstance(pixel_ops, str) else tuple(pixel_ops)
     unknown = [n for n in names if n not in RANDOM_OPS]
     if not names or unknown:
-        raise ValueError(f"pixel_ops must be a non-empty selection of {RANDOM_OPS}, got {pixel_ops!r}")
+        raise ValueError(f"pixel_ops must be a non-empty selection of {RANDOM_OPS}, "
+                         f"got {pixel_ops!r}")
     return names
 
 
@@ -593,7 +603,8 @@ def _tf_seed(seed):
         return tf.stack([seed, tf.constant(0, tf.int64)])
     if seed.shape.rank == 1 and seed.shape[0] == 2:
         return seed
-    raise ValueError(f"seed must be None, an int, or an int tensor of shape [] or [2], got {seed!r}")
+    raise ValueError(f"seed must be None, an int, or an int tensor of shape [] or [2], "
+                     f"got {seed!r}")
 
 
 _LINEAR_OPS = ("none", "mean_blur", "unsharp", "motion_blur")
@@ -667,7 +678,8 @@ def tf_random_augment(images, landmarks=None, seed=None, max_angle: float = MAX_
 
     images = tf.convert_to_tensor(images)
     if images.dtype != tf.float32:
-        raise TypeError(f"tf_random_augment needs float32 images in 0..255, got {images.dtype.name}")
+        raise TypeError(f"tf_random_augment needs float32 images in 0..255, "
+                        f"got {images.dtype.name}")
     if images.shape.rank != 4 or images.shape[-1] is None:
         raise ValueError(f"tf_random_augment needs B×H×W×C images with a known C, got shape "
                          f"{images.shape}")
@@ -677,7 +689,8 @@ def tf_random_augment(images, landmarks=None, seed=None, max_angle: float = MAX_
         if landmarks.dtype != tf.float32:
             raise TypeError(f"landmarks must be float32, got {landmarks.dtype.name}")
         if landmarks.shape.rank != 3 or landmarks.shape[-1] != 2:
-            raise ValueError(f"landmarks must be B×K×2 (x, y) points, got shape {landmarks.shape}")
+            raise ValueError(f"landmarks must be B×K×2 (x, y) points, "
+                             f"got shape {landmarks.shape}")
         if (images.shape[0] is not None and landmarks.shape[0] is not None
                 and images.shape[0] != landmarks.shape[0]):
             raise ValueError(f"{images.shape[0]} images but {landmarks.shape[0]} landmark rows")

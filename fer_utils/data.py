@@ -147,7 +147,7 @@ _MAX_REASONS = 50
 
 
 class DataError(ValueError):
-    """A data file or folder holds something the kit cannot load (strict mode, or nothing usable)."""
+    """A data file or folder holds something the kit cannot load (strict mode, nothing usable)."""
 
 
 class DataWarning(UserWarning):
@@ -255,13 +255,14 @@ def subtract_mean(images, mean="channel") -> np.ndarray:
 
 
 def resize_images(images, size, interpolation=None) -> np.ndarray:
-    """Resize a batch N×H×W[×C] of images to size×size (or (height, width)), keeping dtype and C."""
+    """Resize a batch N×H×W[×C] of images to size×size or (height, width), keeping dtype and C."""
     images = np.asarray(images)
     squeeze = images.ndim == 3
     if squeeze:
         images = images[..., None]
     if images.ndim != 4:
-        raise ValueError(f"resize_images expects N×H×W or N×H×W×C images, got shape {images.shape}")
+        raise ValueError(f"resize_images expects N×H×W or N×H×W×C images, got shape "
+                         f"{images.shape}")
     height, width = (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
     if height < 1 or width < 1:
         raise ValueError(f"resize_images: size must be positive, got {size!r}")
@@ -281,7 +282,8 @@ def resize_images(images, size, interpolation=None) -> np.ndarray:
 # FER2013 (Kaggle CSV: emotion,pixels,Usage)
 # =============================================================================================
 
-def load_fer2013(path, strict: bool = False, max_rows: int | None = None) -> FaceSet:
+def load_fer2013(path, strict: bool = False, max_rows: int | None = None,
+                 progress: bool = True) -> FaceSet:
     """Read the Kaggle FER2013 CSV (`emotion,pixels[,Usage]`) into a 48×48×1 FaceSet.
 
     Args:
@@ -290,6 +292,7 @@ def load_fer2013(path, strict: bool = False, max_rows: int | None = None) -> Fac
             bad rows (wrong pixel count, non-numeric or out-of-range value, label out of range,
             missing columns, unknown Usage).
         max_rows: read at most this many data rows (None: all).
+        progress: show a progress bar for big files (the full FER2013 takes a few seconds).
 
     Returns:
         FaceSet with FER2013's class names; `split` holds train/val/test from Usage
@@ -312,7 +315,12 @@ def load_fer2013(path, strict: bool = False, max_rows: int | None = None) -> Fac
         i_label, i_pixels = names.index("emotion"), names.index("pixels")
         i_usage = names.index("usage") if "usage" in names else None
         n_fields = len(names)
-        for row in reader:
+        rows = reader
+        if progress and path.stat().st_size > 20 * 2**20:
+            from tqdm.auto import tqdm
+
+            rows = tqdm(reader, desc=f"reading {path.name}", unit=" rows", mininterval=0.5)
+        for row in rows:
             line = reader.line_num
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue  # blank line
@@ -425,7 +433,7 @@ def write_fer2013_csv(fs: FaceSet, path) -> Path:
 # =============================================================================================
 
 def _allocate(counts: np.ndarray, total: int) -> np.ndarray:
-    """Split `total` over groups in proportion to `counts` (largest remainder, ≥1 where possible)."""
+    """Share `total` out over groups in proportion to `counts` (largest remainder, ≥1 each)."""
     share = counts / counts.sum() * total
     take = np.floor(share).astype(int)
     take = np.minimum(np.maximum(take, (counts > 0) & (total >= np.count_nonzero(counts))), counts)
@@ -587,7 +595,7 @@ def load_dataset(spec: str | None = None, profile=None, settings=None, seed: int
         fs = synth.make_dataset(profile.synthetic_size, seed=seed, size=48, channels=1,
                                 data_dir=settings.data_dir, progress=progress)
     elif kind == "fer2013":
-        fs = load_fer2013(path)
+        fs = load_fer2013(path, progress=progress)
     elif kind == "folder":
         fs = load_image_folder(path, size=profile.image_size, progress=progress)
     else:  # au-csv (parse_dataset allows nothing else)
@@ -600,7 +608,7 @@ def load_dataset(spec: str | None = None, profile=None, settings=None, seed: int
 # =============================================================================================
 
 def _attention_inputs(landmarks, height: int, width: int):
-    """(maps B×H×W×1, centres B×20×2 in [0, 1]) from B×68×2 landmarks, via fer_utils.attention."""
+    """(maps B×H×W×1, centres B×20×2 in [0, 1]) from B×68×2 landmarks (fer_utils.attention)."""
     import tensorflow as tf
 
     from . import attention
@@ -658,7 +666,8 @@ def to_tf_dataset(fs: FaceSet, batch_size: int = 32, shuffle: bool = True, seed:
     if len(fs) == 0:
         raise ValueError("to_tf_dataset: the FaceSet is empty")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"to_tf_dataset: batch_size must be a positive integer, got {batch_size!r}")
+        raise ValueError(f"to_tf_dataset: batch_size must be a positive integer, "
+                         f"got {batch_size!r}")
     if target not in TARGETS:
         raise ValueError(f"to_tf_dataset: target={target!r} is not one of {TARGETS}")
     if preprocess not in PREPROCESS:
@@ -753,8 +762,11 @@ def to_tf_dataset(fs: FaceSet, batch_size: int = 32, shuffle: bool = True, seed:
         batch_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(
             lambda r: tf.stack([tf.constant(seed, tf.int64), r]))
         index = tf.data.Dataset.zip(index, batch_seeds)
+    # Batches keep their order unless the order is random anyway (unseeded shuffling): an
+    # unshuffled set must line up with its labels, e.g. for model.predict.
+    random_order = (shuffle or balanced) and seed is None
     ds = index.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE,
-                   deterministic=seed is not None)
+                   deterministic=not random_order)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -824,7 +836,8 @@ def _decode_pil(data: bytes) -> np.ndarray:
         image.load()
         if image.mode in ("I;16", "I;16B", "I;16L", "I"):
             return np.array(image).astype(np.uint16 if image.mode.startswith("I;16") else np.int32)
-        mode = {"1": "L", "L": "L", "LA": "RGBA", "P": "RGBA", "RGBA": "RGBA"}.get(image.mode, "RGB")
+        modes = {"1": "L", "L": "L", "LA": "RGBA", "P": "RGBA", "RGBA": "RGBA"}
+        mode = modes.get(image.mode, "RGB")
         return np.array(image.convert(mode))
 
 

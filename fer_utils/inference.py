@@ -22,6 +22,7 @@ The crop is then converted to the data set's channels and sent through the SAME
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +146,7 @@ def crop_convention(faces=None, method: str = "auto", size=None, channels=None,
     if method in ("auto", "landmarks") and has_landmarks:
         h0, w0 = faces.image_shape[:2]
         points = faces.landmarks[:max_faces] / np.array([w0, h0], dtype=np.float32)
-        template = np.median(points, axis=0)  # robust to a few odd poses
+        template = np.median(points, axis=0).astype(np.float64)  # robust to odd poses
         convention.update(method="landmarks", points=list(ALIGN_POINTS),
                           template=np.round(template, 5).tolist())
     else:
@@ -192,7 +193,11 @@ def save_meta(meta: dict, path) -> Path:
     if path.is_dir():
         path = path / META_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(meta, indent=1))
+    text = json.dumps(meta, indent=1)
+    # Numbers-only lists on one line each (the 68-point template stays readable).
+    text = re.sub(r"\[\s+([^\[\]{}\"]*?)\s+\]",
+                  lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text)
+    path.write_text(text + "\n")
     return path
 
 

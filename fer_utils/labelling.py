@@ -52,8 +52,8 @@ def widgets_live() -> bool:
 def _render(aus: dict, identity_seed: int, size: int, channels: int):
     from . import synth
 
-    return synth.render_face(aus={k: float(v) for k, v in aus.items() if v}, identity_seed=identity_seed,
-                             size=size, channels=channels)
+    return synth.render_face(aus={k: float(v) for k, v in aus.items() if v},
+                             identity_seed=identity_seed, size=size, channels=channels)
 
 
 def au_grid(aus=EXPLORER_AUS, level: float = 5.0, identity_seed: int = 0, size: int = 96,

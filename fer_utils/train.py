@@ -169,9 +169,6 @@ def _confusion_class():
         def on_epoch_end(self, epoch, logs=None):
             if (epoch + 1) % self.freq:
                 return
-            import matplotlib
-
-            matplotlib.use(matplotlib.get_backend())  # keep whatever backend is active
             import matplotlib.pyplot as plt
             import tensorflow as tf
 
@@ -209,6 +206,25 @@ def _confusion_class():
     return _ConfusionMatrixLogger
 
 
+def _backup_class():
+    """Create (once) a BackupAndRestore that forgets the resume epoch once a fit is over."""
+    if "backup" in _CLASSES:
+        return _CLASSES["backup"]
+    import keras
+
+    class _BackupAndRestore(keras.callbacks.BackupAndRestore):
+        """keras.callbacks.BackupAndRestore without its leftover: after a resumed fit, Keras
+        keeps `model._initial_epoch`, so the next `fit` of the same model would skip epochs."""
+
+        def on_train_end(self, logs=None):
+            super().on_train_end(logs)
+            self.model._initial_epoch = None
+
+    _BackupAndRestore.__qualname__ = _BackupAndRestore.__name__ = "BackupAndRestore"
+    _CLASSES["backup"] = _BackupAndRestore
+    return _BackupAndRestore
+
+
 def make_callbacks(run_name: str, log_dir=None, monitor: str = "val_loss",
                    checkpoint: bool = True, backup: bool = True, csv: bool = True,
                    tensorboard: bool = True, confusion_matrix_data=None, class_names=None,
@@ -223,7 +239,8 @@ def make_callbacks(run_name: str, log_dir=None, monitor: str = "val_loss",
         backup: `BackupAndRestore` in `<run>/backup`: re-running an interrupted `fit` with
             the same callbacks resumes at the next epoch (the folder is removed when a fit
             finishes normally).
-        csv: log every epoch's metrics to `<run>/history.csv`.
+        csv: log every epoch's metrics to `<run>/history.csv` (continued when resuming,
+            started afresh otherwise).
         tensorboard: write TensorBoard logs (scalars; weight histograms every
             `histogram_freq` epochs when > 0) to `<run>`.
         confusion_matrix_data: (x, y) or a dataset: write its confusion matrix as an image to
@@ -248,8 +265,7 @@ def make_callbacks(run_name: str, log_dir=None, monitor: str = "val_loss",
     callbacks = []
     if backup:
         # first, so that it restores the state before the other callbacks see the run
-        callbacks.append(keras.callbacks.BackupAndRestore(str(folder / "backup"),
-                                                          delete_checkpoint=True))
+        callbacks.append(_backup_class()(str(folder / "backup"), delete_checkpoint=True))
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(folder), histogram_freq=histogram_freq,
                                                      write_graph=False))
@@ -258,7 +274,9 @@ def make_callbacks(run_name: str, log_dir=None, monitor: str = "val_loss",
                                                          monitor=monitor, mode=mode,
                                                          save_best_only=True, verbose=0))
     if csv:
-        callbacks.append(keras.callbacks.CSVLogger(str(folder / "history.csv"), append=backup))
+        # append only when resuming an interrupted run; a fresh run starts a fresh log
+        resuming = backup and (folder / "backup").exists()
+        callbacks.append(keras.callbacks.CSVLogger(str(folder / "history.csv"), append=resuming))
     if confusion_matrix_data is not None:
         callbacks.append(ConfusionMatrixLogger(confusion_matrix_data, folder, class_names))
     if progress:

@@ -25,7 +25,7 @@ def _dot_images(points, size, channels, sigma=1.2):
 
 
 def _spot_center(image):
-    """Sub-pixel position (x, y) of the brightest spot: centroid of the pixels above half its peak."""
+    """Sub-pixel (x, y) of the brightest spot: centroid of the pixels above half its peak."""
     grey = np.asarray(image, dtype=np.float64).reshape(image.shape[0], image.shape[1], -1).mean(-1)
     y0, x0 = np.unravel_index(np.argmax(grey), grey.shape)
     ys, xs = slice(max(y0 - 3, 0), y0 + 4), slice(max(x0 - 3, 0), x0 + 4)
@@ -135,8 +135,8 @@ def test_landmarks_follow_a_warped_spot(border):
     for _ in range(5):
         point = rng.uniform(14, 26, 2)
         image = _dot_images([point], 40, 1)[0].round().astype(np.uint8)
-        M = aug.affine_matrix(rng.uniform(-20, 20), *rng.uniform(-4, 4, 2), scale=rng.uniform(0.9, 1.1),
-                              center=(19.5, 19.5))
+        M = aug.affine_matrix(rng.uniform(-20, 20), *rng.uniform(-4, 4, 2),
+                              scale=rng.uniform(0.9, 1.1), center=(19.5, 19.5))
         moved = aug.transform_landmarks(point[None], M)[0]
         assert np.linalg.norm(_spot_center(aug.apply_affine(image, M, border)) - moved) < 1.0
 
@@ -166,9 +166,10 @@ def test_expand_30x_shapes_order_and_reference_ops(channels):
         for k in range(5):
             np.testing.assert_array_equal(grid[i, k, 0], reference[k])  # pose 0 = the pixel op
             for p in range(6):
-                np.testing.assert_array_equal(grid[i, k, p], aug.apply_affine(reference[k], mats[p]))
-                np.testing.assert_allclose(moved[i * 30 + k * 6 + p],
-                                           aug.transform_landmarks(landmarks[i], mats[p]), atol=1e-4)
+                warped = aug.apply_affine(reference[k], mats[p])
+                np.testing.assert_array_equal(grid[i, k, p], warped)
+                expected = aug.transform_landmarks(landmarks[i], mats[p])
+                np.testing.assert_allclose(moved[i * 30 + k * 6 + p], expected, atol=1e-4)
 
 
 def test_expand_30x_without_landmarks_returns_only_images_and_is_deterministic():
@@ -248,6 +249,17 @@ def test_tf_random_augment_shapes_landmarks_and_determinism(tf):
     assert not np.allclose(out, other.numpy())
 
 
+def test_tf_random_augment_without_seed_follows_the_global_seed(tf):
+    x = tf.constant(_faces(4, 24, 1).astype(np.float32))
+    tf.random.set_seed(11)
+    first, _ = aug.tf_random_augment(x)
+    tf.random.set_seed(11)
+    again, _ = aug.tf_random_augment(x)
+    np.testing.assert_array_equal(first.numpy(), again.numpy())
+    later, _ = aug.tf_random_augment(x)  # the next call draws new variants
+    assert not np.array_equal(first.numpy(), later.numpy())
+
+
 def test_tf_random_augment_identity_and_ops_match_numpy(tf):
     images = _faces(4, 32, 3, seed=9)
     x = tf.constant(images.astype(np.float32))
@@ -298,3 +310,19 @@ def test_crop_is_an_affine_map_and_landmarks_follow():
         assert np.linalg.norm(_spot_center(c) - p[0]) < 1.0
     with pytest.raises(ValueError, match="inside"):
         aug.crop(image, (30, 0, 20, 20))
+
+
+def test_expand_faceset_repeats_labels_and_moves_landmarks():
+    from fer_utils.data import FaceSet
+
+    images = _faces(3, 24, 1)
+    landmarks = np.random.default_rng(2).uniform(4, 20, (3, 68, 2)).astype(np.float32)
+    faces = FaceSet(images=images, labels=[0, 3, 6], landmarks=landmarks, source="test")
+    big = aug.expand_faceset(faces, seed=1, progress=False)
+    assert len(big) == 90 and big.images.shape == (90, 24, 24, 1)
+    np.testing.assert_array_equal(big.labels, np.repeat([0, 3, 6], 30))
+    expected_images, expected_points = aug.expand_30x(images, landmarks, seed=1)
+    np.testing.assert_array_equal(big.images, expected_images)
+    np.testing.assert_array_equal(big.landmarks, expected_points)
+    with pytest.raises(TypeError, match="FaceSet"):
+        aug.expand_faceset(images)

@@ -1,4 +1,4 @@
-"""fer_utils.data: loaders (and their bad-input handling), split, normalisation, tf.data pipelines."""
+"""fer_utils.data: loaders and their bad-input handling, split, normalisation, tf.data."""
 
 import warnings
 
@@ -137,7 +137,8 @@ def test_image_folder_reads_every_kind_of_image(tmp_path):
     assert rgb.image_shape == (48, 48, 3)
     # 16-bit → 8-bit by scale, not by wrap-around: the ramp stays monotonic and reaches ~high.
     deep = data.read_image(root / "sad" / "deep.png", channels=1)[..., 0]
-    assert deep.dtype == np.uint8 and deep.max() > 200 and np.all(np.diff(deep[:, 0].astype(int)) >= 0)
+    assert deep.dtype == np.uint8 and deep.max() > 200
+    assert np.all(np.diff(deep[:, 0].astype(int)) >= 0)
     alpha = data.read_image(root / "sad" / "alpha.png", channels=3)
     assert (alpha[:5, :5] == 255).all()
 
@@ -402,6 +403,8 @@ def test_to_tf_dataset_shapes_dtypes_and_targets():
     seen = np.sort(np.concatenate([b[1].numpy() for b in batches]))
     np.testing.assert_array_equal(seen, np.sort(fs.labels))  # shuffled, every face once
     assert len(list(data.to_tf_dataset(fs, batch_size=8, drop_remainder=True))) == 6
+    in_order = [b[1].numpy() for b in data.to_tf_dataset(fs, batch_size=3, shuffle=False)]
+    np.testing.assert_array_equal(np.concatenate(in_order), fs.labels)  # lines up for predict()
     with pytest.raises(ValueError, match="target"):
         data.to_tf_dataset(fs, target="bogus")
     with pytest.raises(ValueError, match="aus"):

@@ -47,6 +47,7 @@ def test_small_cnn_5x5_and_rgb_and_logits():
     ({"kernel": "7x7"}, ["kernel", "'7x7'", "3x3x2"]),
     ({"dropout": 1.5}, ["dropout", "1.5"]),
     ({"head": "relu"}, ["head", "'relu'", "softmax"]),
+    ({"pooling": "sum"}, ["pooling", "'sum'", "flatten"]),
     ({"input_shape": (8, 8, 1), "filters": (4, 4, 4, 4)}, ["too small", "16"]),
 ])
 def test_small_cnn_rejects_bad_arguments(kwargs, words):
@@ -54,6 +55,15 @@ def test_small_cnn_rejects_bad_arguments(kwargs, words):
         small.small_cnn(**kwargs)
     for word in words:
         assert word in str(info.value)
+
+
+def test_flatten_keeps_the_spatial_layout():
+    flat = small.small_cnn((16, 16, 1), 3, filters=(4, 8), pooling="flatten")
+    pooled = small.small_cnn((16, 16, 1), 3, filters=(4, 8), pooling="max")
+    assert flat.get_layer("flatten").output.shape == (None, 4 * 4 * 8)
+    assert pooled.get_layer("global_pool").output.shape == (None, 8)
+    assert flat.get_layer("predictions").kernel.shape == (128, 3)
+    assert not _default_names(flat)
 
 
 def test_expression_intensity_model_has_two_outputs_and_trains():

@@ -175,6 +175,12 @@ def test_rerun_after_a_crash_resumes_at_the_next_epoch(tmp_path):
     with open(tmp_path / "run1" / "history.csv") as f:
         epochs = [int(row["epoch"]) for row in csv.DictReader(f)]
     assert epochs == [0, 1, 2, 3]
+    # a fresh run under the same name (nothing to resume) starts a fresh CSV log
+    model2.fit(x, y, epochs=1, batch_size=16, verbose=0,
+               callbacks=train.make_callbacks("run1", log_dir=tmp_path, tensorboard=False,
+                                              checkpoint=False))
+    with open(tmp_path / "run1" / "history.csv") as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0]
     best = keras.models.load_model(tmp_path / "run1" / "best.keras")
     assert best.output_shape == (None, 3)
     assert list((tmp_path / "run1").glob("train/events.out.tfevents*"))

@@ -72,11 +72,12 @@ def _layer_classes():
         """
 
         def __init__(self, crop_cells: float = 3.0, crop_size: int = 3,
-                     num_centers: int = NUM_CENTERS, **kwargs):
+                     num_centers: int = NUM_CENTERS, stacked: bool = False, **kwargs):
             super().__init__(**kwargs)
             self.crop_cells = float(crop_cells)
             self.crop_size = int(crop_size)
             self.num_centers = int(num_centers)
+            self.stacked = bool(stacked)  # one N×K×s×s×C tensor instead of K tensors
 
         def call(self, inputs):
             import tensorflow as tf
@@ -102,6 +103,9 @@ def _layer_classes():
                                              extrapolation_value=0.0)
             crops = tf.reshape(crops, (n, k, self.crop_size, self.crop_size, shape[3]))
             channels = features.shape[-1]
+            if self.stacked:
+                crops.set_shape((None, k, self.crop_size, self.crop_size, channels))
+                return crops
             out = []
             for i in range(k):
                 crop = crops[:, i]
@@ -112,14 +116,77 @@ def _layer_classes():
         def compute_output_shape(self, input_shape):
             features_shape = input_shape[0]
             one = (features_shape[0], self.crop_size, self.crop_size, features_shape[-1])
+            if self.stacked:
+                return (features_shape[0], self.num_centers) + one[1:]
             return [one] * self.num_centers
 
         def get_config(self):
             return {**super().get_config(), "crop_cells": self.crop_cells,
-                    "crop_size": self.crop_size, "num_centers": self.num_centers}
+                    "crop_size": self.crop_size, "num_centers": self.num_centers,
+                    "stacked": self.stacked}
+
+    class _RegionNets(keras.layers.Layer):
+        """C-Net's K local networks run side by side: N×K×s×s×C crops → N×(K·units).
+
+        Region k has its own weights (`conv_kernel[k]`, `fc_kernel[k]`, ...): upscale ×2
+        (bilinear) → 3×3 conv ('same', ReLU) → flatten → dense (ReLU). The same networks as
+        K separate branches of Keras layers, computed with batched einsums, which builds and
+        compiles many times faster.
+        """
+
+        def __init__(self, filters: int = 64, units: int = 64, upsample: int = 2, **kwargs):
+            super().__init__(**kwargs)
+            self.filters = int(filters)
+            self.units = int(units)
+            self.upsample = int(upsample)
+
+        def build(self, input_shape):
+            _, k, s, _, c = input_shape
+            u = s * self.upsample
+            f, units = self.filters, self.units
+            glorot = keras.initializers.RandomUniform
+
+            def limit(fan_in, fan_out):
+                return float(np.sqrt(6.0 / (fan_in + fan_out)))
+
+            lim_conv = limit(9 * c, 9 * f)
+            lim_fc = limit(u * u * f, units)
+            self.conv_kernel = self.add_weight(name="conv_kernel", shape=(k, 3, 3, c, f),
+                                               initializer=glorot(-lim_conv, lim_conv))
+            self.conv_bias = self.add_weight(name="conv_bias", shape=(k, f), initializer="zeros")
+            self.fc_kernel = self.add_weight(name="fc_kernel", shape=(k, u * u * f, units),
+                                             initializer=glorot(-lim_fc, lim_fc))
+            self.fc_bias = self.add_weight(name="fc_bias", shape=(k, units), initializer="zeros")
+
+        def call(self, crops):
+            import tensorflow as tf
+
+            _, k, s, _, c = crops.shape
+            u = s * self.upsample
+            n = tf.shape(crops)[0]
+            x = tf.image.resize(tf.reshape(crops, (-1, s, s, c)), (u, u), method="bilinear")
+            x = tf.pad(tf.reshape(x, (n, k, u, u, c)), [[0, 0], [0, 0], [1, 1], [1, 1], [0, 0]])
+            out = 0.0
+            for dy in range(3):
+                for dx in range(3):
+                    out += tf.einsum("bkhwc,kcf->bkhwf", x[:, :, dy:dy + u, dx:dx + u, :],
+                                     self.conv_kernel[:, dy, dx])
+            out = tf.nn.relu(out + self.conv_bias[None, :, None, None, :])
+            out = tf.reshape(out, (n, k, u * u * self.filters))
+            out = tf.nn.relu(tf.einsum("bki,kio->bko", out, self.fc_kernel) + self.fc_bias[None])
+            return tf.reshape(out, (n, k * self.units))
+
+        def compute_output_shape(self, input_shape):
+            return (input_shape[0], input_shape[1] * self.units)
+
+        def get_config(self):
+            return {**super().get_config(), "filters": self.filters, "units": self.units,
+                    "upsample": self.upsample}
 
     _AttentionEnhance.__name__ = _AttentionEnhance.__qualname__ = "AttentionEnhance"
     _RegionCrops.__name__ = _RegionCrops.__qualname__ = "RegionCrops"
+    _RegionNets.__name__ = _RegionNets.__qualname__ = "RegionNets"
+    _CLASSES["RegionNets"] = _register(_RegionNets)
     _CLASSES["AttentionEnhance"] = _register(_AttentionEnhance)
     _CLASSES["RegionCrops"] = _register(_RegionCrops)
     return _CLASSES["AttentionEnhance"], _CLASSES["RegionCrops"]
@@ -130,8 +197,9 @@ _CLASSES: dict = {}  # the custom classes, created on first use (keeps `import` 
 
 def __getattr__(name: str):
     """`eacnet.AttentionEnhance`, `.RegionCrops`, `.AUBinaryCrossentropy`: built on first access."""
-    if name in ("AttentionEnhance", "RegionCrops"):
-        return dict(zip(("AttentionEnhance", "RegionCrops"), _layer_classes()))[name]
+    if name in ("AttentionEnhance", "RegionCrops", "RegionNets"):
+        _layer_classes()
+        return _CLASSES[name]
     if name == "AUBinaryCrossentropy":
         return _loss_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -141,9 +209,9 @@ def eacnet_custom_objects() -> dict:
     """The kit's custom layers and loss by name, for `keras.models.load_model(custom_objects=...)`."""
     enhance_cls, crops_cls = _layer_classes()
     loss_cls = _loss_class()
-    return {"AttentionEnhance": enhance_cls, "RegionCrops": crops_cls,
-            "AUBinaryCrossentropy": loss_cls, "fer_utils>AttentionEnhance": enhance_cls,
-            "fer_utils>RegionCrops": crops_cls, "fer_utils>AUBinaryCrossentropy": loss_cls}
+    classes = {"AttentionEnhance": enhance_cls, "RegionCrops": crops_cls,
+               "RegionNets": _CLASSES["RegionNets"], "AUBinaryCrossentropy": loss_cls}
+    return {**classes, **{f"fer_utils>{k}": v for k, v in classes.items()}}
 
 
 # --- argument checks -------------------------------------------------------------------------
@@ -325,14 +393,18 @@ def eacnet(input_shape=(96, 96, 3), num_aus: int = 12, weights="imagenet",
            trainable_from: str | None = "block3_conv1", crop_cells: float | None = None,
            crop_size: int = 3, region_filters: int = 64, region_units: int = 64,
            merge_units: int = 512, dropout: float = 0.5, global_features: bool = True,
-           name: str = "eacnet", verbose: bool = True):
+           region_layers: str = "batched", name: str = "eacnet", verbose: bool = True):
     """EAC-Net: E-Net plus C-Net, local networks on crops around the 20 AU centres.
 
     C-Net: from the enhanced group-4 features ("enhance4", H/8 × W/8 × 512) a box of
     `crop_cells` feature cells is cropped around each AU centre and resampled to
-    `crop_size`×`crop_size` ("region_crops"); each of the 20 crops has its own small network
-    `region{k}_upsample` (×2) → `region{k}_conv` (3×3) → `region{k}_flatten` → `region{k}_fc`
-    (centres 2r and 2r+1 belong to region r of `fer_utils.attention.AU_REGIONS`). The 20
+    `crop_size`×`crop_size` ("region_crops"); each of the 20 crops has its own small network:
+    upscale ×2 → 3×3 conv → flatten → dense (centres 2r and 2r+1 belong to region r of
+    `fer_utils.attention.AU_REGIONS`). With `region_layers="separate"` these are 20 branches
+    of Keras layers `region{k}_upsample`, `region{k}_conv`, `region{k}_flatten`,
+    `region{k}_fc` (easy to read in `summary()`); the default "batched" computes the same
+    20 networks in one layer "region_nets" (weights indexed by region), which builds and
+    compiles several times faster. The 20
     region features (and, with `global_features`, E-Net's pooled group-5 features) are
     concatenated → dense → dropout → one sigmoid per AU. The paper's sizes are
     `region_filters=512, region_units=150, merge_units=2048` at 224 px; the defaults here are
@@ -351,6 +423,7 @@ def eacnet(input_shape=(96, 96, 3), num_aus: int = 12, weights="imagenet",
         merge_units: units of the dense layer after concatenation.
         dropout: dropout rate before the outputs.
         global_features: also feed E-Net's globally pooled group-5 features to the merge.
+        region_layers: "batched" (one RegionNets layer) or "separate" (20 Keras branches).
         name: model name.
         verbose: print the weight-loading status.
 
@@ -369,15 +442,25 @@ def eacnet(input_shape=(96, 96, 3), num_aus: int = 12, weights="imagenet",
         crop_cells = max(2.0, 3.0 * feature_h / 28.0)
     if not crop_cells > 0:
         raise ValueError(f"{who}: crop_cells must be positive, got {crop_cells!r}")
+    if region_layers not in ("batched", "separate"):
+        raise ValueError(f"{who}: region_layers={region_layers!r}; allowed: 'batched', "
+                         f"'separate'")
     keras = _keras()
     _, crops_cls = _layer_classes()
     inputs, x, group4 = _trunk(input_shape, keras, enhance=True)
     centers = keras.Input(shape=(NUM_CENTERS, 2), name="centers")
     inputs.append(centers)
     # C-Net: one local network per AU centre.
-    crops = crops_cls(crop_cells=crop_cells, crop_size=crop_size, num_centers=NUM_CENTERS,
-                      name="region_crops")([group4, centers])
-    parts = []
+    if region_layers == "batched":
+        crops = crops_cls(crop_cells=crop_cells, crop_size=crop_size, num_centers=NUM_CENTERS,
+                          stacked=True, name="region_crops")([group4, centers])
+        parts = [_CLASSES["RegionNets"](filters=int(region_filters), units=int(region_units),
+                                        name="region_nets")(crops)]
+        crops = []
+    else:
+        crops = crops_cls(crop_cells=crop_cells, crop_size=crop_size, num_centers=NUM_CENTERS,
+                          name="region_crops")([group4, centers])
+        parts = []
     for k, crop in enumerate(crops):
         r = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"region{k}_upsample")(crop)
         r = keras.layers.Conv2D(int(region_filters), 3, padding="same", activation="relu",

@@ -17,6 +17,7 @@ import math
 __all__ = [
     "KERNELS",
     "HEADS",
+    "POOLINGS",
     "small_cnn",
     "conv_trunk",
     "classification_head",
@@ -34,9 +35,11 @@ __all__ = [
 KERNELS = {"3x3": (3,), "3x3x2": (3, 3), "5x5": (5,)}
 # head choice -> activation of the last Dense layer of `small_cnn`
 HEADS = {"softmax": "softmax", "sigmoid": "sigmoid", "logits": None}
+# how the last feature maps become one vector: global average / max pooling, or flatten
+POOLINGS = ("avg", "max", "flatten")
 
 
-def _check_common(input_shape, filters, kernel, dropout, who: str):
+def _check_common(input_shape, filters, kernel, dropout, who: str, pooling: str = "avg"):
     """Validate the arguments shared by the builders; return (input_shape, filters, sizes)."""
     try:
         shape = tuple(int(s) for s in input_shape)
@@ -58,6 +61,9 @@ def _check_common(input_shape, filters, kernel, dropout, who: str):
     if kernel not in KERNELS:
         raise ValueError(f"{who}: kernel={kernel!r} is not supported; allowed: "
                          f"{', '.join(map(repr, KERNELS))}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"{who}: pooling={pooling!r} is not supported; allowed: "
+                         f"{', '.join(map(repr, POOLINGS))}")
     if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise ValueError(f"{who}: dropout must be a number in [0, 1), got {dropout!r}")
     # each block halves the size with a 2x2 max-pool: the last block needs at least 1 pixel
@@ -69,7 +75,8 @@ def _check_common(input_shape, filters, kernel, dropout, who: str):
 
 
 def conv_trunk(inputs, filters=(32, 64, 128), kernel: str = "3x3x2", dropout: float = 0.3,
-               batch_norm: bool = False, hidden_units: int = 0, prefix: str = ""):
+               batch_norm: bool = False, hidden_units: int = 0, prefix: str = "",
+               pooling: str = "avg"):
     """The shared trunk: conv blocks (+ max-pool), global average pooling, dropout.
 
     Args:
@@ -80,9 +87,11 @@ def conv_trunk(inputs, filters=(32, 64, 128), kernel: str = "3x3x2", dropout: fl
         batch_norm: add a BatchNormalization after every convolution.
         hidden_units: size of a Dense ReLU layer after pooling (0: none).
         prefix: prepended to every layer name (to build two trunks in one model).
+        pooling: "avg" / "max" (global pooling: one value per channel) or "flatten" (keeps
+            where on the face each feature was found).
 
     Returns:
-        The pooled feature tensor (B×features).
+        The feature tensor (B×features).
     """
     from keras import layers
 
@@ -99,8 +108,13 @@ def conv_trunk(inputs, filters=(32, 64, 128), kernel: str = "3x3x2", dropout: fl
                 x = layers.BatchNormalization(name=f"{prefix}block{b}_bn{c}")(x)
                 x = layers.Activation("relu", name=f"{prefix}block{b}_relu{c}")(x)
         x = layers.MaxPooling2D(2, name=f"{prefix}block{b}_pool")(x)
-    # Head: pool the feature maps to one vector per image
-    x = layers.GlobalAveragePooling2D(name=f"{prefix}global_pool")(x)
+    # Head: turn the feature maps into one vector per image
+    if pooling == "flatten":  # keeps *where* a feature is (faces are aligned)
+        x = layers.Flatten(name=f"{prefix}flatten")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name=f"{prefix}global_pool")(x)
+    else:
+        x = layers.GlobalAveragePooling2D(name=f"{prefix}global_pool")(x)
     if hidden_units:
         x = layers.Dense(int(hidden_units), activation="relu", name=f"{prefix}fc1")(x)
     if dropout:
@@ -132,7 +146,8 @@ def regression_head(features, name: str = "intensity", activation: str | None = 
 
 def small_cnn(input_shape=(48, 48, 1), num_classes: int = 7, filters=(32, 64, 128),
               kernel: str = "3x3x2", dropout: float = 0.3, head: str = "softmax",
-              batch_norm: bool = False, hidden_units: int = 0, name: str = "small_cnn"):
+              batch_norm: bool = False, hidden_units: int = 0, pooling: str = "avg",
+              name: str = "small_cnn"):
     """A small VGG-style CNN trained from scratch: the course's baseline classifier.
 
     Args:
@@ -145,6 +160,7 @@ def small_cnn(input_shape=(48, 48, 1), num_classes: int = 7, filters=(32, 64, 12
         head: "softmax" (classification), "sigmoid" (multi-label) or "logits" (no activation).
         batch_norm: add BatchNormalization after every convolution.
         hidden_units: size of an extra Dense ReLU layer before the head (0: none).
+        pooling: "avg", "max" (global pooling) or "flatten" (keep the spatial layout).
         name: the model's name.
 
     Returns:
@@ -157,11 +173,11 @@ def small_cnn(input_shape=(48, 48, 1), num_classes: int = 7, filters=(32, 64, 12
     if head not in HEADS:
         raise ValueError(f"{who}: head={head!r} is not supported; allowed: "
                          f"{', '.join(map(repr, HEADS))}")
-    shape, filters, _ = _check_common(input_shape, filters, kernel, dropout, who)
+    shape, filters, _ = _check_common(input_shape, filters, kernel, dropout, who, pooling)
     import keras
 
     inputs = keras.Input(shape=shape, name="image")
-    x = conv_trunk(inputs, filters, kernel, dropout, batch_norm, hidden_units)
+    x = conv_trunk(inputs, filters, kernel, dropout, batch_norm, hidden_units, pooling=pooling)
     outputs = classification_head(x, num_classes, "predictions", HEADS[head])
     return keras.Model(inputs, outputs, name=name)
 
@@ -169,7 +185,8 @@ def small_cnn(input_shape=(48, 48, 1), num_classes: int = 7, filters=(32, 64, 12
 def expression_intensity_model(input_shape=(48, 48, 1), num_classes: int = 7,
                                filters=(32, 64, 128), kernel: str = "3x3x2",
                                dropout: float = 0.3, intensity_activation: str | None = "sigmoid",
-                               batch_norm: bool = False, name: str = "expression_intensity"):
+                               batch_norm: bool = False, pooling: str = "avg",
+                               name: str = "expression_intensity"):
     """Classification + regression: one trunk, two outputs "expression" and "intensity".
 
     Compile it with two losses, e.g. `loss={"expression": "sparse_categorical_crossentropy",
@@ -184,6 +201,7 @@ def expression_intensity_model(input_shape=(48, 48, 1), num_classes: int = 7,
         dropout: dropout rate on the shared features.
         intensity_activation: "sigmoid" (intensity in [0, 1]) or None (linear).
         batch_norm: add BatchNormalization after every convolution.
+        pooling: "avg", "max" or "flatten" (see `small_cnn`).
         name: the model's name.
 
     Returns:
@@ -196,11 +214,11 @@ def expression_intensity_model(input_shape=(48, 48, 1), num_classes: int = 7,
     if intensity_activation not in ("sigmoid", None, "linear", "relu"):
         raise ValueError(f"{who}: intensity_activation must be 'sigmoid', 'relu', 'linear' or "
                          f"None, got {intensity_activation!r}")
-    shape, filters, _ = _check_common(input_shape, filters, kernel, dropout, who)
+    shape, filters, _ = _check_common(input_shape, filters, kernel, dropout, who, pooling)
     import keras
 
     inputs = keras.Input(shape=shape, name="image")
-    x = conv_trunk(inputs, filters, kernel, dropout, batch_norm)
+    x = conv_trunk(inputs, filters, kernel, dropout, batch_norm, pooling=pooling)
     outputs = {
         "expression": classification_head(x, num_classes, "expression"),
         "intensity": regression_head(x, "intensity", intensity_activation),
@@ -210,7 +228,7 @@ def expression_intensity_model(input_shape=(48, 48, 1), num_classes: int = 7,
 
 def au_model(input_shape=(48, 48, 1), num_aus: int = 12, filters=(32, 64, 128),
              kernel: str = "3x3x2", dropout: float = 0.3, batch_norm: bool = False,
-             name: str = "au_model"):
+             pooling: str = "avg", name: str = "au_model"):
     """Multi-label AU detection: the small trunk with one sigmoid per action unit.
 
     Compile it with `loss="binary_crossentropy"` and 0/1 targets of shape B×num_aus
@@ -223,6 +241,7 @@ def au_model(input_shape=(48, 48, 1), num_aus: int = 12, filters=(32, 64, 128),
         kernel: "3x3x2", "5x5" or "3x3" (see `small_cnn`).
         dropout: dropout rate on the features.
         batch_norm: add BatchNormalization after every convolution.
+        pooling: "avg", "max" or "flatten" (see `small_cnn`).
         name: the model's name.
 
     Returns:
@@ -231,11 +250,11 @@ def au_model(input_shape=(48, 48, 1), num_aus: int = 12, filters=(32, 64, 128),
     who = "au_model"
     if not isinstance(num_aus, int) or isinstance(num_aus, bool) or num_aus < 1:
         raise ValueError(f"{who}: num_aus must be an int >= 1, got {num_aus!r}")
-    shape, filters, _ = _check_common(input_shape, filters, kernel, dropout, who)
+    shape, filters, _ = _check_common(input_shape, filters, kernel, dropout, who, pooling)
     import keras
 
     inputs = keras.Input(shape=shape, name="image")
-    x = conv_trunk(inputs, filters, kernel, dropout, batch_norm)
+    x = conv_trunk(inputs, filters, kernel, dropout, batch_norm, pooling=pooling)
     outputs = multilabel_head(x, num_aus, "aus")
     return keras.Model(inputs, outputs, name=name)
 
