@@ -89,7 +89,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--val-images", type=int, default=300, help="validation faces")
     parser.add_argument("--size", type=int, default=96, help="input size in pixels")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs")
-    parser.add_argument("--precision", default="auto", help="kit precision (auto/float32/...)")
+    parser.add_argument("--precision", default="auto",
+                        help="kit precision(s), comma-separated: auto, float32, bfloat16")
     parser.add_argument("--seed", type=int, default=0, help="seed of the rendered faces")
     parser.add_argument("--kit-only", action="store_true", help="skip the recipe")
     args = parser.parse_args(argv)
@@ -116,22 +117,26 @@ def main(argv=None) -> dict:
                   f"every step):")
             recipe = _run([_RECIPE_RUNNER, str(RECIPE), str(folder), str(val_folder),
                            str(args.size), str(args.epochs)], "RECIPE_RESULT")
-        print("2. kit (uint8 in memory, frozen blocks 1-4 computed once, "
-              f"precision={args.precision}):")
-        kit = _run([_KIT_RUNNER, str(folder), str(val_folder), str(args.size),
-                    str(args.epochs), args.precision], "KIT_RESULT")
+        kits = []
+        for precision in args.precision.split(","):
+            print(f"2. kit (uint8 in memory, frozen blocks 1-4 computed once, "
+                  f"precision={precision}):")
+            kits.append(_run([_KIT_RUNNER, str(folder), str(val_folder), str(args.size),
+                              str(args.epochs), precision], "KIT_RESULT"))
 
     print(f"\nsize={args.size} train={len(train)} val={len(val)} epochs={args.epochs}")
     if recipe:
         print(f"recipe: val accuracy {recipe['val_accuracy']:.3f} "
               f"(train {recipe['train_accuracy']:.3f}): {recipe['images_per_second']:.1f} img/s")
-    print(f"kit ({kit['path']}, {kit['precision']}): val accuracy {kit['val_accuracy']:.3f} "
-          f"(train {kit['train_accuracy']:.3f}), caching {kit['cache_seconds']:.0f} s of "
-          f"{kit['seconds']:.0f} s: {kit['images_per_second']:.1f} img/s "
-          f"({kit['images_per_second_with_loading']:.1f} img/s counting the folder read)")
-    if recipe:
-        print(f"speed-up kit/recipe: {kit['images_per_second'] / recipe['images_per_second']:.2f}x")
-    return {"recipe": recipe, "kit": kit}
+    for kit in kits:
+        print(f"kit ({kit['path']}, {kit['precision']}): val accuracy {kit['val_accuracy']:.3f} "
+              f"(train {kit['train_accuracy']:.3f}), caching {kit['cache_seconds']:.0f} s of "
+              f"{kit['seconds']:.0f} s: {kit['images_per_second']:.1f} img/s "
+              f"({kit['images_per_second_with_loading']:.1f} img/s counting the folder read)")
+        if recipe:
+            print(f"speed-up kit ({kit['precision']}) / recipe: "
+                  f"{kit['images_per_second'] / recipe['images_per_second']:.2f}x")
+    return {"recipe": recipe, "kits": kits}
 
 
 if __name__ == "__main__":

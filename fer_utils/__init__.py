@@ -6,8 +6,11 @@ is cheap; notebooks then call `fu.setup()` once.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import sys
+import warnings
 
 from .config import Settings, SettingsError, get_settings
 
@@ -26,6 +29,25 @@ def __getattr__(name: str):
         globals()[name] = module
         return module
     raise AttributeError(f"module 'fer_utils' has no attribute {name!r}")
+
+
+@contextlib.contextmanager
+def _stderr_silenced(active: bool):
+    """Hide C-level stderr while TensorFlow loads (its oneDNN/absl banner ignores log levels)."""
+    if not active:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def setup(seed: int | None = None, quiet: bool = True, plots: bool = True,
@@ -49,10 +71,13 @@ def setup(seed: int | None = None, quiet: bool = True, plots: bool = True,
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.log_dir.mkdir(parents=True, exist_ok=True)
 
+    with _stderr_silenced(quiet and "tensorflow" not in sys.modules):
+        import tensorflow as tf
     import keras
-    import tensorflow as tf
 
     if quiet:
+        # Keras 3 warns on every fit() with a tf.data dataset that `shuffle` is ignored.
+        warnings.filterwarnings("ignore", message=r"`shuffle=True` was passed")
         tf.get_logger().setLevel("ERROR")
         try:
             import absl.logging

@@ -1,4 +1,4 @@
-"""The course kit's command line: `python -m fer_utils {train,predict,export,data,bench,fetch-weights}`.
+"""The kit's command line: `python -m fer_utils {train,predict,export,data,bench,fetch-weights}`.
 
 Examples (settings come from the FER_* environment variables, design.md §3)::
 
@@ -28,8 +28,10 @@ hosts, host1 and host2, port 12345 open between them::
                 "task": {"type": "worker", "index": 1}}' \\
         python -m fer_utils train --model vgg16 --strategy multiworker --out logs/mw
 
-Training waits until every worker has started. On one machine with several GPUs,
-`--strategy mirrored` (or `auto`) splits each batch across the GPUs.
+Training waits until every worker has started. Keras 3's `fit` does not work under
+multi-worker (keras-team/keras#20585), so the workers run TensorFlow's custom training loop
+(same model, loss, class weights and TensorBoard scalars). On one machine with several GPUs,
+`--strategy mirrored` (or `auto`) splits each batch across the GPUs with `fit`.
 
 Errors in the input (a missing picture, a bad setting) print ONE line `error: ...` on stderr
 and exit with status 1 (2 for a wrong command line); `--debug` shows the full traceback.
@@ -144,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="picture files (PNG, JPEG, ...)")
     predict.add_argument("--model", type=Path, required=True,
                          help="a .keras or .tflite model, or the folder `train --out` wrote "
-                              "(meta.json is read from the model's folder)")
+                              "(its meta.json: NAME.meta.json, or meta.json beside model.*)")
     predict.add_argument("--out", type=Path, default=Path("predictions"),
                          help="output folder (default: ./predictions)")
     predict.add_argument("--save-crops", action="store_true",
@@ -270,7 +272,7 @@ def cmd_train(args) -> int:
     """`train`: the course's recipe headless; writes model.keras, meta.json, TensorBoard logs."""
     settings = _settings()
     profile = settings.profile
-    out = Path(args.out) if args.out else settings.log_dir / f"cli-train-{args.model}"
+    out = (Path(args.out) if args.out else settings.log_dir / f"cli-train-{args.model}").resolve()
     _check_output_folder(out)
     if args.model == "small":
         size = args.size or profile.image_size
@@ -453,7 +455,7 @@ def _load_any_model(path: Path):
     if path.suffix == ".tflite":
         if not path.is_file():
             raise FileNotFoundError(f"model not found: {path}")
-        for candidate in (path.with_suffix(".meta.json"), path.parent / inference.META_FILE):
+        for candidate in inference.meta_candidates(path):
             if candidate.is_file():
                 return export.TFLiteModel(path), inference.load_meta(candidate)
         raise CliError(f"{path}: a .tflite model needs its meta.json next to it "

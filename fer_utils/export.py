@@ -127,8 +127,8 @@ def tflite_predict(path_or_interpreter, x) -> np.ndarray:
     out = interpreter.get_output_details()[0]
     expected = tuple(int(v) for v in inp["shape_signature"][1:])
     if tuple(x.shape[1:]) != expected:
-        raise ValueError(f"the TFLite model expects inputs of shape (N, {', '.join(map(str, expected))})"
-                         f", got {x.shape}")
+        shape = ", ".join(map(str, expected))
+        raise ValueError(f"the TFLite model expects inputs of shape (N, {shape}), got {x.shape}")
     interpreter.resize_tensor_input(inp["index"], list(x.shape))
     interpreter.allocate_tensors()
     interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))

@@ -29,8 +29,8 @@ import numpy as np
 
 __all__ = [
     "ALIGN_POINTS", "DEFAULT_BOX_SCALE", "META_FILE", "read_image", "crop_convention",
-    "make_meta", "save_meta", "load_meta", "load_model", "crop_faces", "preprocess_faces",
-    "predict_faces", "predict_image", "annotate", "result_record",
+    "make_meta", "save_meta", "load_meta", "load_model", "meta_candidates", "crop_faces",
+    "preprocess_faces", "predict_faces", "predict_image", "annotate", "result_record",
 ]
 
 META_FILE = "meta.json"
@@ -264,10 +264,35 @@ def load_model(path):
         model = keras.saving.load_model(path, compile=False)
     except Exception as err:  # Keras raises many types for a damaged file
         raise ValueError(f"cannot load model {path}: {str(err).splitlines()[0]}") from None
-    for candidate in (path.with_suffix(".meta.json"), path.parent / META_FILE):
+    for candidate in meta_candidates(path):
         if candidate.is_file():
-            return model, load_meta(candidate)
+            meta = load_meta(candidate)
+            _check_meta_fits(model, meta, candidate)
+            return model, meta
     return model, _meta_from_model(model)
+
+
+def meta_candidates(model_path) -> list:
+    """Where a model's meta.json may be: `NAME.meta.json`, or `meta.json` beside `model.*`."""
+    path = Path(model_path)
+    candidates = [path.with_suffix(".meta.json")]
+    if path.stem == "model":  # the names `train` and `export` write
+        candidates.append(path.parent / META_FILE)
+    return candidates
+
+
+def _check_meta_fits(model, meta: dict, source) -> None:
+    """Fail clearly when a meta.json describes another model (input shape or class count)."""
+    shape = getattr(model, "input_shape", None)
+    if isinstance(shape, tuple) and len(shape) == 4:
+        expected = (*meta["input_size"], meta["channels"])
+        if tuple(shape[1:]) != tuple(expected):
+            raise ValueError(f"{source} describes inputs {expected}, but the model takes "
+                             f"{tuple(shape[1:])}: it belongs to another model")
+    outputs = getattr(model, "output_shape", None)
+    if isinstance(outputs, tuple) and outputs[-1] != len(meta["class_names"]):
+        raise ValueError(f"{source} lists {len(meta['class_names'])} classes, but the model has "
+                         f"{outputs[-1]} outputs: it belongs to another model")
 
 
 # --- cropping ---------------------------------------------------------------------------------

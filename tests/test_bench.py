@@ -42,3 +42,10 @@ def test_train_uses_the_fine_tune_path(monkeypatch, capsys, tmp_path):
     assert line.startswith("train: fine-tune VGG16 block5+head (cached features")
     assert "size=32 images=27 epochs=1" in line and IMG_PER_S.search(line)
     assert results[0]["path"] == "cached" and 0 <= results[0]["val_accuracy"] <= 1
+
+
+def test_augment_counts_the_30x_output(capsys):
+    results = bench.run("augment", images=2, size=32)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "expand_30x on 2 RGB faces at 32 px -> 60 images" in line and IMG_PER_S.search(line)
+    assert results[0]["produced"] == 60

@@ -192,3 +192,43 @@ def test_help_lists_every_command():
     train_help = subprocess.run([sys.executable, "-m", "fer_utils", "train", "--help"],
                                 capture_output=True, text=True, cwd=ROOT, timeout=60).stdout
     assert "TF_CONFIG" in train_help and "multiworker" in train_help
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_multiworker_training_on_two_local_workers(trained, workdir):
+    """Two workers (two processes here, two hosts in real use) train one model in sync."""
+    env = dict(os.environ)
+    env.update(FER_PROFILE="ci", FER_DATASET="synthetic", FER_WEIGHTS="none",
+               FER_DATA_DIR=str(workdir / "data"), FER_LOG_DIR=str(workdir / "logs"),
+               TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p))
+    hosts = [f"localhost:{port}" for port in _free_ports(2)]
+    workers = []
+    for index in (1, 0):
+        env["TF_CONFIG"] = json.dumps({"cluster": {"worker": hosts},
+                                       "task": {"type": "worker", "index": index}})
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "fer_utils", "train", "--out", str(workdir / f"mw{index}"),
+             "--epochs", "1"], cwd=workdir, env=dict(env), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True))
+    outputs = [w.communicate(timeout=600) for w in workers]
+    for worker, (stdout, stderr) in zip(workers, outputs):
+        assert worker.returncode == 0, stderr[-3000:]
+    epoch_lines = [[line for line in stdout.splitlines() if line.startswith("epoch 1/1")]
+                   for stdout, _ in outputs]
+    assert epoch_lines[0] and epoch_lines[0] == epoch_lines[1]  # the same synchronised model
+    assert (workdir / "mw0" / "model.keras").is_file()  # the chief writes the results
+    assert not (workdir / "mw1" / "model.keras").exists()
+    assert list((workdir / "mw1" / "workers").rglob("events.out.tfevents*"))

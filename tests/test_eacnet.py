@@ -50,9 +50,21 @@ def test_inputs_outputs_and_names(built):
     assert tuple(enet.get_layer("enhance3").output.shape) == (None, SIZE // 4, SIZE // 4, 256)
     assert tuple(enet.get_layer("enhance4").output.shape) == (None, SIZE // 8, SIZE // 8, 512)
     eac = built["eacnet"]
+    nets = eac.get_layer("region_nets")  # 20 local networks, weights indexed by region
+    assert tuple(nets.conv_kernel.shape) == (20, 3, 3, 512, 64)
+    assert tuple(nets.fc_kernel.shape) == (20, 6 * 6 * 64, 64)  # 3×3 crop upscaled ×2
+    assert tuple(nets.output.shape) == (None, 20 * 64)
+
+
+def test_separate_region_layers_match_the_batched_ones():
+    sep = E.eacnet((SIZE, SIZE, 3), weights=None, region_layers="separate", verbose=False)
     assert sum(layer.name.endswith("_fc") and layer.name.startswith("region")
-               for layer in eac.layers) == 20
-    assert tuple(eac.get_layer("region0_conv").output.shape)[1:3] == (6, 6)  # 3×3 crop, ×2
+               for layer in sep.layers) == 20
+    assert tuple(sep.get_layer("region0_conv").output.shape)[1:3] == (6, 6)
+    bat = E.eacnet((SIZE, SIZE, 3), weights=None, verbose=False)
+    assert sep.count_params() == bat.count_params()
+    with pytest.raises(ValueError, match="region_layers='loop'"):
+        E.eacnet((SIZE, SIZE, 3), weights=None, region_layers="loop")
 
 
 def test_groups_1_and_2_are_frozen(built):

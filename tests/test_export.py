@@ -139,3 +139,18 @@ def test_read_image_and_meta_errors_name_the_file(tmp_path):
     (tmp_path / "meta2.json").write_text(json.dumps({"class_names": ["a", "b"]}))
     with pytest.raises(ValueError, match="input_size"):
         fu.inference.load_meta(tmp_path / "meta2.json")
+
+
+def test_load_model_reads_its_meta_and_rejects_another_models(model, tmp_path):
+    train = fu.synth.make_dataset(30, seed=5, size=48, channels=1, cache=False, progress=False)
+    model.save(tmp_path / "model.keras")
+    meta = fu.inference.make_meta(train, input_size=48, channels=1, model_name="small")
+    fu.inference.save_meta(meta, tmp_path / "meta.json")
+    loaded, loaded_meta = fu.inference.load_model(tmp_path)  # the folder `train` writes
+    assert loaded_meta["crop"]["method"] == "landmarks" and "note" not in loaded_meta
+    # another file name in the same folder does not pick up model.keras' meta.json
+    model.save(tmp_path / "other.keras")
+    assert "note" in fu.inference.load_model(tmp_path / "other.keras")[1]
+    fu.inference.save_meta({**meta, "channels": 3}, tmp_path / "meta.json")
+    with pytest.raises(ValueError, match="another model"):
+        fu.inference.load_model(tmp_path / "model.keras")

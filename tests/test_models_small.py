@@ -141,3 +141,15 @@ def test_exported_names():
     for name in ("small_cnn", "au_model", "expression_intensity_model", "count_conv_weights",
                  "receptive_field", "multilabel_head"):
         assert name in small.__all__ and hasattr(models, name)
+
+
+def test_outputs_stay_float32_under_mixed_precision():
+    try:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        model = small.small_cnn((16, 16, 1), 3, filters=(4,))
+        assert model.get_layer("block1_conv1").compute_dtype == "bfloat16"
+        out = model(np.random.rand(2, 16, 16, 1).astype("float32"))
+        assert np.asarray(out).dtype == np.float32
+        np.testing.assert_allclose(np.asarray(out).sum(axis=1), 1.0, rtol=1e-5)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

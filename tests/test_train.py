@@ -262,3 +262,20 @@ def test_measure_precision_speed_restores_the_policy():
                                           warmup=1, filters=(4,))
     assert set(speed) == {"float32"} and speed["float32"] > 0
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_layerwise_optimizer_under_float16_loss_scaling():
+    """With mixed_float16, compile wraps it in a LossScaleOptimizer: rates still apply."""
+    try:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        model = _tiny_model(5)
+        model.compile(train.layerwise_optimizer({"block1": 0.0}, 1e-3),
+                      "sparse_categorical_crossentropy")
+        assert type(model.optimizer).__name__ == "LossScaleOptimizer"
+        frozen = model.get_layer("block1_conv1").kernel.numpy().copy()
+        trained = model.get_layer("block2_conv1").kernel.numpy().copy()
+        model.fit(*_data(64, 5), epochs=2, batch_size=8, verbose=0)  # scaling may skip a step
+        np.testing.assert_array_equal(frozen, model.get_layer("block1_conv1").kernel.numpy())
+        assert not np.array_equal(trained, model.get_layer("block2_conv1").kernel.numpy())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

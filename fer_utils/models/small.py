@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import math
 
+# The output layers compute in float32 even under a mixed-precision policy (Keras' advice:
+# a softmax or sigmoid in float16/bfloat16 loses precision).
+
 __all__ = [
     "KERNELS",
     "HEADS",
@@ -36,10 +39,10 @@ KERNELS = {"3x3": (3,), "3x3x2": (3, 3), "5x5": (5,)}
 # head choice -> activation of the last Dense layer of `small_cnn`
 HEADS = {"softmax": "softmax", "sigmoid": "sigmoid", "logits": None}
 # how the last feature maps become one vector: global average / max pooling, or flatten
-POOLINGS = ("avg", "max", "flatten")
+POOLINGS = ("flatten", "avg", "max")
 
 
-def _check_common(input_shape, filters, kernel, dropout, who: str, pooling: str = "avg"):
+def _check_common(input_shape, filters, kernel, dropout, who: str, pooling: str = "flatten"):
     """Validate the arguments shared by the builders; return (input_shape, filters, sizes)."""
     try:
         shape = tuple(int(s) for s in input_shape)
@@ -76,8 +79,8 @@ def _check_common(input_shape, filters, kernel, dropout, who: str, pooling: str 
 
 def conv_trunk(inputs, filters=(32, 64, 128), kernel: str = "3x3x2", dropout: float = 0.3,
                batch_norm: bool = False, hidden_units: int = 0, prefix: str = "",
-               pooling: str = "avg"):
-    """The shared trunk: conv blocks (+ max-pool), global average pooling, dropout.
+               pooling: str = "flatten"):
+    """The shared trunk: conv blocks (each ending in a 2×2 max-pool), flatten, dropout.
 
     Args:
         inputs: a Keras tensor (B×H×W×C).
@@ -87,8 +90,9 @@ def conv_trunk(inputs, filters=(32, 64, 128), kernel: str = "3x3x2", dropout: fl
         batch_norm: add a BatchNormalization after every convolution.
         hidden_units: size of a Dense ReLU layer after pooling (0: none).
         prefix: prepended to every layer name (to build two trunks in one model).
-        pooling: "avg" / "max" (global pooling: one value per channel) or "flatten" (keeps
-            where on the face each feature was found).
+        pooling: "flatten" (keeps where on the face each feature was found: faces are
+            aligned, and a raised brow means something else than a raised lip corner) or
+            "avg" / "max" (global pooling: one value per channel, fewer weights).
 
     Returns:
         The feature tensor (B×features).
@@ -127,26 +131,29 @@ def classification_head(features, num_classes: int, name: str = "predictions",
     """One Dense layer with a softmax over `num_classes` (or logits with activation=None)."""
     from keras import layers
 
-    return layers.Dense(int(num_classes), activation=activation, name=name)(features)
+    return layers.Dense(int(num_classes), activation=activation, name=name,
+                        dtype="float32")(features)
 
 
 def multilabel_head(features, num_labels: int, name: str = "aus"):
     """One independent sigmoid per label (several labels may be on at once)."""
     from keras import layers
 
-    return layers.Dense(int(num_labels), activation="sigmoid", name=name)(features)
+    return layers.Dense(int(num_labels), activation="sigmoid", name=name,
+                        dtype="float32")(features)
 
 
 def regression_head(features, name: str = "intensity", activation: str | None = "sigmoid"):
     """One output unit: sigmoid for targets in [0, 1], None (linear) for unbounded ones."""
     from keras import layers
 
-    return layers.Dense(1, activation=activation, name=name)(features)
+    return layers.Dense(1, activation=activation, name=name,
+                        dtype="float32")(features)
 
 
 def small_cnn(input_shape=(48, 48, 1), num_classes: int = 7, filters=(32, 64, 128),
               kernel: str = "3x3x2", dropout: float = 0.3, head: str = "softmax",
-              batch_norm: bool = False, hidden_units: int = 0, pooling: str = "avg",
+              batch_norm: bool = False, hidden_units: int = 0, pooling: str = "flatten",
               name: str = "small_cnn"):
     """A small VGG-style CNN trained from scratch: the course's baseline classifier.
 
@@ -160,7 +167,8 @@ def small_cnn(input_shape=(48, 48, 1), num_classes: int = 7, filters=(32, 64, 12
         head: "softmax" (classification), "sigmoid" (multi-label) or "logits" (no activation).
         batch_norm: add BatchNormalization after every convolution.
         hidden_units: size of an extra Dense ReLU layer before the head (0: none).
-        pooling: "avg", "max" (global pooling) or "flatten" (keep the spatial layout).
+        pooling: "flatten" (keep the spatial layout; learns faster on aligned faces) or
+            "avg" / "max" (global pooling: fewer weights, any input size).
         name: the model's name.
 
     Returns:
@@ -185,7 +193,7 @@ def small_cnn(input_shape=(48, 48, 1), num_classes: int = 7, filters=(32, 64, 12
 def expression_intensity_model(input_shape=(48, 48, 1), num_classes: int = 7,
                                filters=(32, 64, 128), kernel: str = "3x3x2",
                                dropout: float = 0.3, intensity_activation: str | None = "sigmoid",
-                               batch_norm: bool = False, pooling: str = "avg",
+                               batch_norm: bool = False, pooling: str = "flatten",
                                name: str = "expression_intensity"):
     """Classification + regression: one trunk, two outputs "expression" and "intensity".
 
@@ -201,7 +209,7 @@ def expression_intensity_model(input_shape=(48, 48, 1), num_classes: int = 7,
         dropout: dropout rate on the shared features.
         intensity_activation: "sigmoid" (intensity in [0, 1]) or None (linear).
         batch_norm: add BatchNormalization after every convolution.
-        pooling: "avg", "max" or "flatten" (see `small_cnn`).
+        pooling: "flatten", "avg" or "max" (see `small_cnn`).
         name: the model's name.
 
     Returns:
@@ -228,7 +236,7 @@ def expression_intensity_model(input_shape=(48, 48, 1), num_classes: int = 7,
 
 def au_model(input_shape=(48, 48, 1), num_aus: int = 12, filters=(32, 64, 128),
              kernel: str = "3x3x2", dropout: float = 0.3, batch_norm: bool = False,
-             pooling: str = "avg", name: str = "au_model"):
+             pooling: str = "flatten", name: str = "au_model"):
     """Multi-label AU detection: the small trunk with one sigmoid per action unit.
 
     Compile it with `loss="binary_crossentropy"` and 0/1 targets of shape B×num_aus
@@ -241,7 +249,7 @@ def au_model(input_shape=(48, 48, 1), num_aus: int = 12, filters=(32, 64, 128),
         kernel: "3x3x2", "5x5" or "3x3" (see `small_cnn`).
         dropout: dropout rate on the features.
         batch_norm: add BatchNormalization after every convolution.
-        pooling: "avg", "max" or "flatten" (see `small_cnn`).
+        pooling: "flatten", "avg" or "max" (see `small_cnn`).
         name: the model's name.
 
     Returns:

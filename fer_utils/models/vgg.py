@@ -206,7 +206,7 @@ def _read_weights_file(path: Path) -> dict:
     return weights
 
 
-def load_vgg16_weights(model, weights="imagenet") -> str:
+def load_vgg16_weights(model, weights="imagenet", *, _stacklevel: int = 2) -> str:
     """Load VGG16 conv weights into the layers named `block*_conv*` of any model.
 
     Args:
@@ -232,7 +232,7 @@ def load_vgg16_weights(model, weights="imagenet") -> str:
     if isinstance(weights, str) and weights.strip().lower() == "imagenet":
         path = imagenet_weights_path()
         if path is None:
-            warnings.warn(OFFLINE_WARNING, UserWarning, stacklevel=2)
+            warnings.warn(OFFLINE_WARNING, UserWarning, stacklevel=_stacklevel)
             return "random (ImageNet weights not available offline)"
         status = "imagenet"
     else:
@@ -330,7 +330,7 @@ def vgg16_base(input_shape=(96, 96, 3), weights="imagenet", name: str = "vgg16_b
     inputs = keras.Input(shape=shape, name="image")
     outputs = _conv_blocks(inputs)
     model = keras.Model(inputs, outputs, name=name)
-    model.weights_status = load_vgg16_weights(model, weights)
+    model.weights_status = load_vgg16_weights(model, weights, _stacklevel=3)
     return model
 
 
@@ -399,7 +399,7 @@ def vgg16_classifier(input_shape=(96, 96, 3), num_classes: int = 7, weights="ima
             x = keras.layers.Dropout(float(dropout), name=f"drop{6 + i}")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
     model = keras.Model(inputs, outputs, name=name)
-    model.weights_status = load_vgg16_weights(model, weights)
+    model.weights_status = load_vgg16_weights(model, weights, _stacklevel=3)
 
     frozen = (set() if trainable_from is None else
               set(VGG16_LAYERS) if trainable_from == "head" else
@@ -638,7 +638,8 @@ def fine_tune(model, train, val=None, *, epochs: int = 5, batch_size: int = 32,
         max_cache_mb: memory limit for the cached features in "auto" mode.
 
     Returns:
-        FineTuneResult (model, history, path, precision, images/s, validation accuracy).
+        FineTuneResult (model, history, path, precision, images/s, validation accuracy); the
+        model comes back compiled with a fresh Adam(`learning_rate`) for evaluate/save.
     """
     import keras
     import tensorflow as tf
@@ -731,7 +732,9 @@ def fine_tune(model, train, val=None, *, epochs: int = 5, batch_size: int = 32,
             if layer.name in source and layer.weights:
                 layer.set_weights(source[layer.name].get_weights())
     seconds = time.perf_counter() - start
+    # Compiled again (fresh Adam, built) so that evaluate/predict/save work on the full model.
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=metrics)
+    model.optimizer.build(model.trainable_variables)
     result = FineTuneResult(model=model, history=dict(history.history),
                             path="cached" if cached else "plain", precision=precision,
                             images=len(train_x), epochs=int(epochs), seconds=seconds,
