@@ -175,8 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "--out, and optionally convert the set to a FER2013 CSV or an image folder "
                     "(one sub-folder per class). The profile (FER_PROFILE or --profile) caps "
                     "the number of faces: use --profile full for a whole set.")
-    data.add_argument("spec", metavar="SPEC",
-                      help="synthetic, fer2013, fer2013:PATH, folder:PATH or au-csv:PATH")
+    data.add_argument("spec", metavar="SPEC", nargs="?",
+                      help="synthetic, fer2013, fer2013:PATH, folder:PATH or au-csv:PATH "
+                           "(default: the FER_DATASET setting)")
     data.add_argument("--out", type=Path,
                       help="report folder (default: FER_LOG_DIR/data-report)")
     data.add_argument("--convert", choices=CONVERT_FORMATS,
@@ -465,11 +466,15 @@ def _load_any_model(path: Path):
 
 def _output_names(paths, out: Path) -> list[str]:
     """A unique file stem in `out` per input picture (photo.jpg, photo_2.jpg, ...)."""
-    seen, names = {}, []
+    used, names = set(), []
     for path in paths:
-        stem = path.stem or "image"
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+        stem = name = path.stem or "image"
+        k = 1
+        while name in used:  # also skips a name another input already has (a, a.png, a_2)
+            k += 1
+            name = f"{stem}_{k}"
+        used.add(name)
+        names.append(name)
     return names
 
 
@@ -581,7 +586,8 @@ def cmd_data(args) -> int:
     settings = _settings()
     from . import config
 
-    spec = config.parse_dataset(args.spec, settings.data_dir, variable="SPEC")
+    spec = (settings.dataset if args.spec is None
+            else config.parse_dataset(args.spec, settings.data_dir, variable="SPEC"))
     out = _check_output_folder(args.out or settings.log_dir / "data-report")
     import numpy as np
 

@@ -473,6 +473,8 @@ def expand_30x(images: np.ndarray, landmarks=None, seed: int = 0, border: str = 
 
     images = _check_batch(images)
     n, h, w, c = images.shape
+    if n == 0:
+        raise ValueError(f"images is an empty batch, got shape {images.shape}")
     points = None if landmarks is None else _check_landmarks(landmarks, n)
     if border not in _BORDERS:
         raise ValueError(f"border must be one of {sorted(_BORDERS)}, got {border!r}")

@@ -185,6 +185,22 @@ def _check_path(path, kind: str = "file") -> Path:
     return path
 
 
+def _text_csv(loader):
+    """Turn a CSV loader's decoding error into a DataError naming the file."""
+    import functools
+
+    @functools.wraps(loader)
+    def wrapper(path, *args, **kwargs):
+        try:
+            return loader(path, *args, **kwargs)
+        except UnicodeDecodeError as error:
+            raise DataError(f"{path}: not a UTF-8 text CSV ({error.reason})") from None
+        except csv.Error as error:
+            raise DataError(f"{path}: not a readable CSV ({error})") from None
+
+    return wrapper
+
+
 def _to_grey_or_rgb(image: np.ndarray, channels: int) -> np.ndarray:
     """Convert an H×W[×C] uint8 RGB/grey image to `channels` (1 or 3), keeping H×W×C."""
     if image.ndim == 2:
@@ -282,6 +298,7 @@ def resize_images(images, size, interpolation=None) -> np.ndarray:
 # FER2013 (Kaggle CSV: emotion,pixels,Usage)
 # =============================================================================================
 
+@_text_csv
 def load_fer2013(path, strict: bool = False, max_rows: int | None = None,
                  progress: bool = True) -> FaceSet:
     """Read the Kaggle FER2013 CSV (`emotion,pixels[,Usage]`) into a 48×48×1 FaceSet.
@@ -474,7 +491,13 @@ def _stratified_indices(labels, fraction: float, seed: int):
     try:
         return train_test_split(index, test_size=fraction, random_state=seed, stratify=stratify)
     except ValueError:  # a part smaller than the number of classes: fall back to a random split
+        pass
+    try:
         return train_test_split(index, test_size=fraction, random_state=seed, stratify=None)
+    except ValueError:
+        raise ValueError(f"split: {len(index)} face(s) are too few to take a {fraction:.3g} "
+                         f"part out and keep some for training; use more faces or val=0, "
+                         f"test=0") from None
 
 
 def _with_split(fs: FaceSet, name: str) -> FaceSet:
@@ -613,19 +636,7 @@ def _attention_inputs(landmarks, height: int, width: int):
 
     from . import attention
 
-    if hasattr(attention, "tf_attention_inputs"):  # pure TensorFlow: runs inside tf.data
-        maps, centers = attention.tf_attention_inputs(landmarks, height, width)
-    else:  # NumPy fallback, one call per batch
-        def numpy_inputs(points):
-            centers = np.stack([np.asarray(attention.au_centers(p, height, width), np.float32)
-                                for p in points]) if len(points) else np.zeros((0, 20, 2))
-            maps = np.stack([np.asarray(attention.attention_map(c, height, width), np.float32)
-                             for c in centers]) if len(points) else np.zeros((0, height, width))
-            rel = np.clip(centers / np.array([width, height], np.float32), 0.0, 1.0)
-            return maps.astype(np.float32), rel.astype(np.float32)
-
-        maps, centers = tf.numpy_function(numpy_inputs, [landmarks], (tf.float32, tf.float32),
-                                          stateful=False)
+    maps, centers = attention.tf_attention_inputs(landmarks, height, width)  # runs in tf.data
     maps = tf.reshape(tf.cast(maps, tf.float32), [-1, height, width, 1])
     centers = tf.reshape(tf.cast(centers, tf.float32), [-1, 20, 2])
     return maps, centers
@@ -968,6 +979,10 @@ def load_image_folder(path, size: int = 48, channels: int = 1, strict: bool = Fa
              for d in class_dirs}
     order = _class_order(files)
     lookup = {n.lower() if order[0] in EXPRESSIONS else n: n for n in files}
+    if len(lookup) < len(files):
+        same = sorted(n for n in files if sum(m.lower() == n.lower() for m in files) > 1)
+        raise DataError(f"{root}: class folders {', '.join(f'{n}/' for n in same)} differ only "
+                        f"in case and would be merged: rename or join them")
     jobs = [(p, k) for k, name in enumerate(order) for p in files[lookup[name]]]
     images, labels, used = [], [], np.zeros(len(order), dtype=int)
     bar = jobs
@@ -1045,6 +1060,7 @@ def _find_column(names, candidates, given, what, path, required):
     return None
 
 
+@_text_csv
 def load_au_csv(path, image_column: str | None = None, label_column: str | None = None,
                 class_names=None, size: int = 48, channels: int = 1, strict: bool = False,
                 fit: str = "crop", progress: bool = True) -> FaceSet:

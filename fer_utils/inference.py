@@ -210,6 +210,9 @@ def load_meta(path) -> dict:
         raise FileNotFoundError(f"model description not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"cannot read {path}: not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object with class_names, input_size, ..., "
+                         f"got a JSON {type(meta).__name__}")
     missing = [k for k in ("class_names", "input_size", "channels", "preprocess", "crop")
                if k not in meta]
     if missing:
@@ -217,6 +220,9 @@ def load_meta(path) -> dict:
     if meta["preprocess"] not in PREPROCESS_CHOICES:
         raise ValueError(f"{path}: preprocess must be one of {PREPROCESS_CHOICES}, "
                          f"got {meta['preprocess']!r}")
+    if not isinstance(meta["crop"], dict):
+        raise ValueError(f"{path}: crop must be a JSON object with crop.method 'landmarks' or "
+                         f"'box', got {meta['crop']!r}")
     if meta["crop"].get("method") not in ("landmarks", "box"):
         raise ValueError(f"{path}: crop.method must be 'landmarks' or 'box', "
                          f"got {meta['crop'].get('method')!r}")

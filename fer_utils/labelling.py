@@ -178,7 +178,13 @@ class LabellingTool:
         if not self.csv_path.is_file():
             return []
         with open(self.csv_path, newline="") as handle:
-            return [row["image"] for row in csv.DictReader(handle)]
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None:  # an empty file: label() writes the header
+                return []
+            if "image" not in reader.fieldnames:
+                raise ValueError(f"LabellingTool: {self.csv_path} has no 'image' column (header "
+                                 f"{reader.fieldnames}); expected 'image,expression'")
+            return [row["image"] for row in reader]
 
     @property
     def current(self) -> Path | None:
@@ -200,7 +206,7 @@ class LabellingTool:
             name = self.class_names[name]
         if name not in self.class_names:
             raise ValueError(f"unknown label {name!r}; allowed: {self.class_names}")
-        new = not self.csv_path.is_file()
+        new = not self.csv_path.is_file() or self.csv_path.stat().st_size == 0
         self.csv_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.csv_path, "a", newline="") as handle:
             writer = csv.writer(handle)

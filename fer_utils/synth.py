@@ -1122,9 +1122,17 @@ def make_dataset(n: int, seed: int = 0, size: int = 48, channels: int = 1, cache
     fs = FaceSet(images=images, labels=labels, aus=aus, landmarks=landmarks, intensity=intensity,
                  source=source)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, images=fs.images, labels=fs.labels, aus=fs.aus, landmarks=fs.landmarks,
-                 intensity=fs.intensity)
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(tmp, images=fs.images, labels=fs.labels, aus=fs.aus,
+                     landmarks=fs.landmarks, intensity=fs.intensity)
+            os.replace(tmp, path)
+        except OSError as err:  # the cache only saves time: a read-only data folder is fine
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            warnings.warn(f"cannot write the synthetic cache {path} ({err}); the faces are "
+                          f"rendered again next time", stacklevel=2)
     return fs

@@ -205,6 +205,8 @@ def test_expand_30x_rejects_bad_input_clearly():
         aug.expand_30x(images, np.zeros((2, 68)))
     with pytest.raises(ValueError, match="3 rows but there are 2 images"):
         aug.expand_30x(images, np.zeros((3, 68, 2)))
+    with pytest.raises(ValueError, match="empty batch"):
+        aug.expand_30x(images[:0])
 
 
 # --- random augmentation (NumPy and TensorFlow) ----------------------------------------------

@@ -174,6 +174,9 @@ def test_bad_data_spec_and_bad_option_values(workdir):
                           "/no/such/folder")
     assert_one_line_error(run_cli(["train", "--epochs", "zero"], workdir), "--epochs", "'zero'",
                           status=2)
+    # Without SPEC, `data` reads the FER_DATASET setting.
+    assert_one_line_error(run_cli(["data"], workdir, FER_DATASET="folder:/no/such/set"),
+                          "/no/such/set")
 
 
 def test_fetch_weights_fails_fast_without_network(workdir):
@@ -181,6 +184,14 @@ def test_fetch_weights_fails_fast_without_network(workdir):
     # finish, whether or not this machine is online.
     result = run_cli(["fetch-weights", "--timeout", "0.001"], workdir, timeout=60)
     assert_one_line_error(result, "VGG16")
+
+
+def test_output_names_are_unique_even_when_an_input_looks_renamed():
+    from fer_utils.__main__ import _output_names
+
+    names = _output_names([Path("a.jpg"), Path("b/a.png"), Path("a_2.jpg"), Path(".png")],
+                          Path("out"))
+    assert names == ["a", "a_2", "a_2_2", ".png"]
 
 
 def test_help_lists_every_command():

@@ -204,6 +204,32 @@ def test_image_folder_clear_errors(tmp_path):
         data.load_image_folder(tmp_path, channels=2)
 
 
+def test_csv_loaders_name_a_file_that_is_not_utf8_text(tmp_path):
+    binary = tmp_path / "faces.csv"
+    binary.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(DataError, match="faces.csv: not a UTF-8 text CSV"):
+        data.load_fer2013(binary)
+    with pytest.raises(DataError, match="faces.csv: not a UTF-8 text CSV"):
+        data.load_au_csv(binary)
+
+
+def test_image_folder_class_folders_differing_in_case_are_not_silently_merged(tmp_path):
+    face = np.full((20, 20), 128, np.uint8)
+    for name in ("Happy", "happy"):
+        (tmp_path / name).mkdir()
+        cv2.imwrite(str(tmp_path / name / "a.png"), face)
+    with pytest.raises(DataError, match="Happy/, happy/ differ only in case"):
+        data.load_image_folder(tmp_path)
+
+
+def test_split_of_too_few_faces_names_the_problem():
+    fs = random_faceset(1, extras=False)
+    with pytest.raises(ValueError, match="1 face.s. are too few"):
+        data.split(fs, val=0.1, test=0.1)
+    train, val, test = data.split(fs, val=0, test=0)
+    assert len(train) == 1 and len(val) == len(test) == 0
+
+
 def test_image_folder_round_trip(tmp_path):
     fs = random_faceset(21, extras=False)
     data.write_image_folder(fs, tmp_path / "out")

@@ -139,6 +139,14 @@ def test_read_image_and_meta_errors_name_the_file(tmp_path):
     (tmp_path / "meta2.json").write_text(json.dumps({"class_names": ["a", "b"]}))
     with pytest.raises(ValueError, match="input_size"):
         fu.inference.load_meta(tmp_path / "meta2.json")
+    (tmp_path / "meta3.json").write_text("null")
+    with pytest.raises(ValueError, match="meta3.json: expected a JSON object"):
+        fu.inference.load_meta(tmp_path / "meta3.json")
+    (tmp_path / "meta4.json").write_text(json.dumps(
+        {"class_names": ["a", "b"], "input_size": [48, 48], "channels": 1,
+         "preprocess": "scale", "crop": "box"}))
+    with pytest.raises(ValueError, match="meta4.json: crop must be a JSON object"):
+        fu.inference.load_meta(tmp_path / "meta4.json")
 
 
 def test_load_model_reads_its_meta_and_rejects_another_models(model, tmp_path):

@@ -46,6 +46,19 @@ def test_labelling_tool_errors(tmp_path):
         labelling.LabellingTool(tmp_path / "nowhere", tmp_path / "l.csv")
 
 
+def test_labelling_tool_empty_or_foreign_csv(tmp_path, photos):
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text("")  # e.g. created by `touch`: the header must still be written
+    tool = labelling.LabellingTool(photos, csv_path)
+    tool.label("happy")
+    assert csv_path.read_text().splitlines()[0] == "image,expression"
+    assert len(data.load_au_csv(csv_path)) == 1
+    other = tmp_path / "other.csv"
+    other.write_text("path,label\nphotos/p0.png,happy\n")
+    with pytest.raises(ValueError, match="other.csv has no 'image' column"):
+        labelling.LabellingTool(photos, other)
+
+
 def test_widgets_live_follows_the_environment(monkeypatch):
     monkeypatch.setenv("FER_WIDGETS", "1")
     assert labelling.widgets_live()

@@ -218,6 +218,14 @@ def test_cache_is_written_and_reused(tmp_path, monkeypatch):
         synth.make_dataset(20, seed=6, data_dir=tmp_path, progress=False)
 
 
+def test_unwritable_cache_folder_only_warns(tmp_path):
+    not_a_folder = tmp_path / "data"
+    not_a_folder.write_text("a file where the data folder should be")
+    with pytest.warns(UserWarning, match="cannot write the synthetic cache"):
+        fs = synth.make_dataset(5, seed=1, data_dir=not_a_folder, progress=False)
+    assert len(fs) == 5 and fs.images.shape == (5, 48, 48, 1)
+
+
 def test_damaged_cache_is_rendered_again(tmp_path):
     path = synth.cache_path(10, seed=1, data_dir=tmp_path)
     path.parent.mkdir(parents=True)

@@ -36,7 +36,6 @@ _BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
 VGG16_CONV_LAYERS = tuple(f"block{b}_conv{i}" for b, n, _ in _BLOCKS for i in range(1, n + 1))
 VGG16_LAYERS = tuple(name for b, n, _ in _BLOCKS
                      for name in [f"block{b}_conv{i}" for i in range(1, n + 1)] + [f"block{b}_pool"])
-_CONV_FILTERS = {f"block{b}_conv{i}": f for b, n, f in _BLOCKS for i in range(1, n + 1)}
 # Weights (kernels + biases) of the VGG16 conv base with 3 input channels.
 VGG16_BASE_WEIGHTS = 14_714_688
 IMAGENET_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
