@@ -340,15 +340,8 @@ def plain_vgg_au(input_shape=(96, 96, 3), num_aus: int = 12, weights="imagenet",
     Returns:
         A Keras Model with input "image" and output "aus" (N×num_aus probabilities).
     """
-    who = "plain_vgg_au"
-    input_shape = _check_input_shape(input_shape, who)
-    _check_common(who, num_aus, trainable_from, dropout)
-    keras = _keras()
-    inputs, x, _ = _trunk(input_shape, keras, enhance=False)
-    x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
-    outputs = _head(x, int(num_aus), head_units, dropout, keras)
-    model = keras.Model(inputs, outputs, name=name)
-    return _finish(model, weights, trainable_from, who, verbose)
+    return _pooled_au_model("plain_vgg_au", False, input_shape, num_aus, weights,
+                            trainable_from, head_units, dropout, name, verbose)
 
 
 def enet(input_shape=(96, 96, 3), num_aus: int = 12, weights="imagenet",
@@ -375,11 +368,17 @@ def enet(input_shape=(96, 96, 3), num_aus: int = 12, weights="imagenet",
     Returns:
         A Keras Model with inputs ["image", "attention"] and output "aus".
     """
-    who = "enet"
+    return _pooled_au_model("enet", True, input_shape, num_aus, weights, trainable_from,
+                            head_units, dropout, name, verbose)
+
+
+def _pooled_au_model(who, enhance, input_shape, num_aus, weights, trainable_from, head_units,
+                     dropout, name, verbose):
+    """VGG16 trunk (attention-enhanced or not) → global pooling → AU head: plain VGG or E-Net."""
     input_shape = _check_input_shape(input_shape, who)
     _check_common(who, num_aus, trainable_from, dropout)
     keras = _keras()
-    inputs, x, _ = _trunk(input_shape, keras, enhance=True)
+    inputs, x, _ = _trunk(input_shape, keras, enhance=enhance)
     x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
     outputs = _head(x, int(num_aus), head_units, dropout, keras)
     model = keras.Model(inputs, outputs, name=name)
