@@ -522,7 +522,7 @@ def expand_30x(images: np.ndarray, landmarks=None, seed: int = 0, border: str = 
 
 def expand_faceset(faces, seed: int = 0, progress: bool = True):
     """A FaceSet 30× as large: `expand_30x` on its images and landmarks, labels repeated."""
-    from .data import FaceSet
+    from .faceset import FaceSet
 
     if not isinstance(faces, FaceSet):
         raise TypeError(f"expand_faceset needs a fer_utils.data.FaceSet, "
@@ -534,7 +534,7 @@ def expand_faceset(faces, seed: int = 0, progress: bool = True):
     return FaceSet(images=images, labels=rep(faces.labels), class_names=faces.class_names,
                    aus=rep(faces.aus), au_names=faces.au_names, landmarks=landmarks,
                    intensity=rep(faces.intensity), split=rep(faces.split),
-                   source=f"{faces.source} ×{k} (augment.expand_30x)")
+                   groups=rep(faces.groups), source=f"{faces.source} ×{k} (augment.expand_30x)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +56,7 @@ class Settings:
     data_dir: Path
     log_dir: Path
     seed: int = DEFAULT_SEED
+    groups: str | None = None  # FER_GROUPS: regex whose first group is the person id
 
     @property
     def dataset_kind(self) -> str:
@@ -76,8 +78,27 @@ class Settings:
             tf_version = tf.__version__
         except ImportError:  # pragma: no cover - TensorFlow is a hard requirement
             devices, tf_version = "?", "not installed"
+        groups = f" | groups: {self.groups}" if self.groups else ""
         return (f"TensorFlow {tf_version} | devices: {devices} | profile: {self.profile.name} | "
-                f"dataset: {self.dataset} | weights: {self.weights} | seed: {self.seed}")
+                f"dataset: {self.dataset}{groups} | weights: {self.weights} | seed: {self.seed}")
+
+
+def base_dir() -> Path:
+    """Where relative paths start: the project root in a checkout, else the current folder.
+
+    In a checkout (pyproject.toml next to fer_utils/) `data/` means the project's data folder
+    wherever the notebook or command runs; once the package is installed (site-packages), a
+    relative path means what it means in a shell: relative to the current folder.
+    """
+    if (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / "fer_utils").is_dir():
+        return PROJECT_ROOT
+    return Path.cwd()
+
+
+def resolve_path(path) -> Path:
+    """`path` with ~ expanded, made absolute from `base_dir()` when relative."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else base_dir() / path
 
 
 def _choice_error(variable: str, value: str, allowed: str) -> SettingsError:
@@ -110,10 +131,7 @@ def parse_dataset(value: str, data_dir: Path, variable: str = "FER_DATASET") -> 
     if not path:
         raise SettingsError(f"{variable}={value!r}: '{kind}' needs a path, as in '{kind}:PATH'; "
                             f"allowed: {allowed}")
-    resolved = Path(path).expanduser()
-    if not resolved.is_absolute():
-        resolved = (PROJECT_ROOT / resolved)
-    return f"{kind}:{resolved}"
+    return f"{kind}:{resolve_path(path)}"
 
 
 def parse_weights(value: str, variable: str = "FER_WEIGHTS") -> str:
@@ -121,9 +139,7 @@ def parse_weights(value: str, variable: str = "FER_WEIGHTS") -> str:
     choice = value.strip()
     if choice.lower() in WEIGHTS_CHOICES:
         return choice.lower()
-    path = Path(choice).expanduser()
-    if not path.is_absolute():
-        path = PROJECT_ROOT / path
+    path = resolve_path(choice)
     if not path.is_file():
         raise SettingsError(f"{variable}={value!r} is neither a weights file that exists nor one of "
                             f"the allowed values: imagenet, none, or a path to VGG16 weights (.h5)")
@@ -141,11 +157,25 @@ def parse_seed(value: str, variable: str = "FER_SEED") -> int:
     return seed
 
 
+def parse_groups(value: str | None, variable: str = "FER_GROUPS") -> str | None:
+    """A regular expression with at least one group (its first is the person id), or None."""
+    if value is None or not value.strip():
+        return None
+    try:
+        pattern = re.compile(value)
+    except re.error as error:
+        raise SettingsError(f"{variable}={value!r} is not a valid regular expression ({error}); "
+                            f"allowed: a regular expression whose first group is the person id, "
+                            f"e.g. 'S(\\d+)_' for CK+") from None
+    if pattern.groups < 1:
+        raise SettingsError(f"{variable}={value!r} has no group; allowed: a regular expression "
+                            f"whose first (group) is the person id, e.g. 'S(\\d+)_' for CK+")
+    return value
+
+
 def _folder(env: dict, variable: str, default: str) -> Path:
     raw = env.get(variable, "") or default
-    path = Path(raw).expanduser()
-    if not path.is_absolute():
-        path = PROJECT_ROOT / path
+    path = resolve_path(raw)
     if path.exists() and not path.is_dir():
         raise SettingsError(f"{variable}={raw!r} exists but is not a folder; allowed: a folder path")
     return path
@@ -169,5 +199,6 @@ def get_settings(environ: dict | None = None) -> Settings:
     dataset = parse_dataset(env.get("FER_DATASET") or default_dataset, data_dir)
     weights = parse_weights(env.get("FER_WEIGHTS") or "imagenet")
     seed = parse_seed(env.get("FER_SEED") or str(DEFAULT_SEED))
+    groups = parse_groups(env.get("FER_GROUPS"))
     return Settings(profile=profile, dataset=dataset, weights=weights, data_dir=data_dir,
-                    log_dir=log_dir, seed=seed)
+                    log_dir=log_dir, seed=seed, groups=groups)

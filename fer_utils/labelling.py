@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import EXPRESSIONS, IMAGE_EXTENSIONS
+from .data.readers import IMAGE_EXTENSIONS
+from .faceset import EXPRESSIONS
 
 __all__ = ["widgets_live", "au_explorer", "au_grid", "LabellingTool", "EXPLORER_AUS"]
 
@@ -227,7 +228,7 @@ class LabellingTool:
     def _picture(self) -> bytes:
         import cv2
 
-        from .data import read_image
+        from .data.readers import read_image
 
         image = read_image(self.current, channels=3)
         image = cv2.resize(image, (self.display_size, self.display_size),
@@ -270,7 +271,7 @@ class LabellingTool:
         if live:
             return self.widget()
         from . import plots
-        from .data import read_image
+        from .data.readers import read_image
 
         left = self.files[self.position:self.position + 8]
         if not left:

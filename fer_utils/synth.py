@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import BP4D_AUS, EXPRESSIONS, FaceSet
+from .faceset import BP4D_AUS, EXPRESSIONS, FaceSet
 
 __all__ = ["EXPRESSION_AUS", "ALL_AUS", "SYNTH_VERSION", "FRAME_SCALE", "CLASS_BALANCES",
            "DLIB_BOX_SCALE", "DLIB_BOX_SHIFT", "make_dataset", "render_face", "neutral_landmarks",

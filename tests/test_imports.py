@@ -1,0 +1,107 @@
+"""The static import graph of fer_utils has no cycle (imports inside functions count too)."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "fer_utils"
+
+
+def module_name(path: Path) -> str:
+    """fer_utils/data/readers.py → fer_utils.data.readers; a package's __init__ → the package."""
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def is_package(path: Path) -> bool:
+    return path.name == "__init__.py"
+
+
+def imported_names(path: Path, modules: set) -> set:
+    """Every fer_utils module `path` imports, anywhere in the file (relative or absolute).
+
+    `from .x import y` counts as an import of `x.y` when that is a module, else of `x`.
+    Importing `a.b.c` also runs the packages `a.b` (their __init__): they count too, except
+    the importer's own enclosing packages, which are already running when it is imported.
+    """
+    me = module_name(path)
+    here = me if is_package(path) else me.rpartition(".")[0]  # the package `.` refers to
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        targets = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here.split(".")
+                base = base[:len(base) - (node.level - 1)]
+                stem = ".".join(base + ([node.module] if node.module else []))
+            else:
+                stem = node.module or ""
+            targets = [f"{stem}.{alias.name}" if f"{stem}.{alias.name}" in modules else stem
+                       for alias in node.names]
+        for target in targets:
+            parts = target.split(".")
+            for k in range(len(parts), 0, -1):
+                name = ".".join(parts[:k])
+                own_ancestor = me == name or me.startswith(name + ".")
+                if name in modules and name != me and not own_ancestor:
+                    found.add(name)
+    return found
+
+
+def import_graph() -> dict:
+    files = sorted(PACKAGE.rglob("*.py"))
+    modules = {module_name(f) for f in files}
+    return {module_name(f): imported_names(f, modules) for f in files}
+
+
+def find_cycle(graph: dict):
+    """One cycle as a list of modules (first == last), or None."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                cycle = visit(nxt)
+                if cycle:
+                    return cycle
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_the_graph_sees_relative_absolute_and_function_level_imports(tmp_path):
+    graph = import_graph()
+    assert "fer_utils.faceset" in graph["fer_utils.synth"]  # top-level relative import
+    assert "fer_utils.faceset" in graph["fer_utils.augment"]  # inside a function
+    assert "fer_utils.data.readers" in graph["fer_utils.labelling"]
+    assert "fer_utils.data" in graph["fer_utils.labelling"]  # the package's __init__ runs too
+    assert "fer_utils.faces" in graph["fer_utils.inference"]
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_faceset_is_a_leaf():
+    assert import_graph()["fer_utils.faceset"] == set()
+
+
+def test_no_import_cycle_among_fer_utils_modules():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
