@@ -23,7 +23,7 @@ import functools
 import numpy as np
 
 __all__ = [
-    "AU_REGIONS", "AURegion", "NoFaceFoundError", "DECAY", "RADIUS", "detect_faces",
+    "AU_REGIONS", "AURegion", "NoFaceFoundError", "DECAY", "RADIUS", "DETECTORS", "detect_faces",
     "detect_landmarks", "au_centers", "au_centers_batch", "attention_map", "attention_maps",
     "relative_centers", "tf_au_centers", "tf_attention_map", "tf_attention_inputs",
     "region_of_au",
@@ -32,6 +32,7 @@ __all__ = [
 DECAY = 0.095  # per grid cell of Manhattan distance (single-AU maps in the authors' code)
 RADIUS = 10.0  # window: Manhattan distance <= 10 grid cells, so 1 - 0.095 * d >= 0.05
 NUM_LANDMARKS = 68
+DETECTORS = ("hog", "cnn")
 
 AURegion = collections.namedtuple("AURegion", ["aus", "landmarks", "y_offset"])
 AURegion.__doc__ = "One EAC-Net region: the AUs it serves, its landmark pair, y offset in rulers."
@@ -82,6 +83,21 @@ def _face_detector():
 
 
 @functools.lru_cache(maxsize=1)
+def _cnn_face_detector():
+    """dlib's CNN (MMOD) face detector from the face-recognition-models package (loaded once)."""
+    import dlib
+
+    try:
+        import face_recognition_models
+    except ImportError as err:  # pragma: no cover - pinned in requirements.txt
+        raise ImportError("detector='cnn' needs the 'face-recognition-models' package "
+                          "(mmod_human_face_detector.dat); pip install "
+                          "face-recognition-models") from err
+    return dlib.cnn_face_detection_model_v1(
+        face_recognition_models.cnn_face_detector_model_location())
+
+
+@functools.lru_cache(maxsize=1)
 def _shape_predictor():
     """dlib's 68-point shape predictor from the face-recognition-models package (loaded once)."""
     import dlib
@@ -111,33 +127,50 @@ def _as_dlib_image(image, what: str = "image") -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def detect_faces(image, upsample: int = 1) -> list[tuple]:
-    """Faces found by dlib's HOG detector, most confident first.
+def detect_faces(image, upsample: int | None = None, detector: str = "hog") -> list[tuple]:
+    """Faces found by one of dlib's detectors, most confident first.
 
     Args:
         image: grey H×W(×1) or RGB H×W×3 image (uint8; floats in [0, 1] are scaled).
-        upsample: how many times the image is doubled before detecting (finds smaller faces).
+        upsample: how many times the image is doubled before detecting (finds smaller faces);
+            default 1 for "hog", 0 for "cnn" (each doubling makes the CNN about 4× slower).
+        detector: "hog" (dlib's HOG + linear SVM frontal-face detector: fast, frontal faces of
+            about 40 px or more at upsample=1) or "cnn" (dlib's CNN MMOD detector,
+            mmod_human_face_detector.dat from face-recognition-models: slower, about 1.6 s for
+            a 512×512 photo on one CPU core, but finds turned, tilted and partly hidden faces).
 
     Returns:
-        A list of (x, y, w, h, score) tuples in pixels (ints, score a float); empty if none.
+        A list of (x, y, w, h, score) tuples in pixels (ints, score a float: the HOG SVM's
+        margin, or the CNN's confidence); empty if none.
     """
+    if detector not in DETECTORS:
+        raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
+    if upsample is None:
+        upsample = 1 if detector == "hog" else 0
     if int(upsample) != upsample or upsample < 0:
         raise ValueError(f"upsample must be a non-negative integer, got {upsample!r}")
     array = _as_dlib_image(image)
-    rects, scores, _ = _face_detector().run(array, int(upsample), 0.0)
+    if detector == "cnn":
+        found = _cnn_face_detector()(array, int(upsample))
+        pairs = [(d.rect, d.confidence) for d in found]
+    else:
+        rects, scores, _ = _face_detector().run(array, int(upsample), 0.0)
+        pairs = list(zip(rects, scores))
     faces = [(int(r.left()), int(r.top()), int(r.width()), int(r.height()), float(s))
-             for r, s in zip(rects, scores)]
+             for r, s in pairs]
     return sorted(faces, key=lambda f: -f[4])
 
 
-def detect_landmarks(image, box=None, upsample: int = 1, source: str | None = None) -> np.ndarray:
+def detect_landmarks(image, box=None, upsample: int | None = None, source: str | None = None,
+                     detector: str = "hog") -> np.ndarray:
     """The 68 dlib landmarks of the most confident face in an image.
 
     Args:
         image: grey H×W(×1) or RGB H×W×3 image (uint8; floats in [0, 1] are scaled).
         box: optional face box (x, y, w, h[, score]); default: the most confident detection.
-        upsample: passed to `detect_faces` when no box is given.
+        upsample: passed to `detect_faces` when no box is given (default: its default).
         source: optional name of the image (file name) used in error messages.
+        detector: passed to `detect_faces` when no box is given ("hog" or "cnn").
 
     Returns:
         float32 68×2 array of (x, y) pixel coordinates in dlib's order.
@@ -149,11 +182,13 @@ def detect_landmarks(image, box=None, upsample: int = 1, source: str | None = No
 
     array = _as_dlib_image(image)
     if box is None:
-        faces = detect_faces(array, upsample=upsample)
+        upsample = (1 if detector == "hog" else 0) if upsample is None else upsample
+        faces = detect_faces(array, upsample=upsample, detector=detector)
         if not faces:
             where = f" in {source}" if source else ""
             raise NoFaceFoundError(
-                f"no face found{where} (image shape {np.asarray(image).shape}, dlib HOG detector, "
+                f"no face found{where} (image shape {np.asarray(image).shape}, dlib {detector} "
+                f"detector, "
                 f"upsample={upsample}); frontal faces of at least ~{80 // 2 ** upsample} px are "
                 f"needed, or pass box=(x, y, w, h)")
         box = faces[0]
@@ -187,6 +222,11 @@ def au_centers_batch(landmarks, height: int, width: int) -> np.ndarray:
     points = np.asarray(landmarks, dtype=np.float32)
     if points.ndim != 3 or points.shape[1:] != (NUM_LANDMARKS, 2):
         raise ValueError(f"landmarks must be N×68×2 (x, y) pixels, got shape {points.shape}")
+    finite = np.isfinite(points).all(axis=(1, 2))
+    if not finite.all():
+        raise ValueError(f"landmarks hold NaN or infinite coordinates ({int((~finite).sum())} "
+                         f"face(s), first at index {int(np.flatnonzero(~finite)[0])}): AU "
+                         f"centres need 68 finite (x, y) points per face")
     scaled = points * np.array([100.0 / w, 100.0 / h], dtype=np.float32)  # 0-100 frame
     ruler = np.abs(scaled[:, 39, 0] - scaled[:, 42, 0])  # inner eye corners, N
     centers = scaled[:, _CENTER_LANDMARKS, :].copy()  # N×20×2

@@ -1,20 +1,8 @@
 """Use a trained model on new photos: detect faces, crop them like the training faces, predict.
 
-Why predictions collapse on real photos: a model only knows faces framed the way its training
-faces were framed. FER2013 and the built-in set show a face filling a small square, eyes level,
-at a fixed place; a raw detector box (too tight, or the whole photo) shows the network something
-it never saw, and it answers with its most frequent class. So the crop convention is measured
-on the training set and stored with the model (`meta.json`):
-
-- ``"landmarks"`` (training set with 68 landmarks, e.g. the built-in set): the mean landmark
-  layout of the training faces, normalised to the frame, is the template; a new face is mapped
-  onto it with the similarity transform (rotation, scale, shift) that best fits its eye corners
-  and nose (dlib's 68 points), so eyes end up level and at the same place and size.
-- ``"box"`` (no landmarks, e.g. FER2013 or an image folder): the detector's square box,
-  enlarged by ``scale`` around its centre (FER2013-style framing), optionally rotated so that
-  the eyes are level.
-
-The crop is then converted to the data set's channels and sent through the SAME
+Photos are read with `fer_utils.data.read_image` (the loaders' reader and its checks), faces
+are found and cropped by `fer_utils.faces` following the crop convention measured on the
+training set and stored with the model (`meta.json`), and the crops are sent through the SAME
 `fer_utils.data.to_tf_dataset` conversion as the training batches (resize, channels,
 "scale" / "vgg" / raw preprocessing), so inference preprocesses exactly like training.
 """
@@ -27,131 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
+from .faces import (ALIGN_POINTS, DEFAULT_BOX_SCALE, DEFAULT_MIN_SCORE, as_uint8_image,
+                    crop_convention, crop_faces, to_channels)
+
 __all__ = [
-    "ALIGN_POINTS", "DEFAULT_BOX_SCALE", "META_FILE", "read_image", "crop_convention",
+    "ALIGN_POINTS", "DEFAULT_BOX_SCALE", "DEFAULT_MIN_SCORE", "META_FILE", "crop_convention",
     "make_meta", "save_meta", "load_meta", "load_model", "meta_candidates", "crop_faces",
-    "preprocess_faces", "predict_faces", "predict_image", "annotate", "result_record",
+    "preprocess_faces", "predict_faces", "predict_image", "annotate", "probability_panel",
+    "result_record",
 ]
 
 META_FILE = "meta.json"
 META_FORMAT = 1
-# dlib indices used to fit the alignment: nose bridge and base (27-35) and eye corners.
-ALIGN_POINTS = (27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45)
-# "box" convention: the square crop is this many times the detector box (FER2013-like framing).
-DEFAULT_BOX_SCALE = 1.3
 PREPROCESS_CHOICES = ("scale", "vgg", None)
-
-
-# --- images -----------------------------------------------------------------------------------
-
-
-def read_image(path) -> np.ndarray:
-    """Read a picture as RGB uint8 H×W×3; errors name the file (missing, not a picture).
-
-    Args:
-        path: path of a picture OpenCV can decode (PNG, JPEG, BMP, TIFF, WebP, ...).
-
-    Returns:
-        uint8 H×W×3 RGB array.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the file is a folder, empty, or not a picture OpenCV can decode.
-    """
-    import cv2
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"image not found: {path}")
-    if not path.is_file():
-        raise ValueError(f"cannot read image {path}: it is a folder, not a picture")
-    data = np.fromfile(str(path), dtype=np.uint8)  # imdecode also copes with non-ASCII paths
-    if data.size == 0:
-        raise ValueError(f"cannot read image {path}: the file is empty")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"cannot read image {path}: not a picture OpenCV can decode "
-                         f"(PNG, JPEG, BMP, TIFF, WebP, ...)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def _as_uint8_image(image, what: str = "image") -> np.ndarray:
-    """A uint8 H×W×C (C 1 or 3) array, or a ValueError that shows the bad shape."""
-    array = np.asarray(image)
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"{what} must be a grey H×W(×1) or RGB H×W×3 image, "
-                         f"got shape {array.shape}")
-    if array.shape[-1] == 4:
-        array = array[..., :3]
-    if array.dtype != np.uint8:
-        if np.issubdtype(array.dtype, np.floating) and array.size and np.nanmax(array) <= 1.0:
-            array = array * 255.0
-        array = np.clip(np.nan_to_num(array.astype(np.float64)), 0, 255).round().astype(np.uint8)
-    return np.ascontiguousarray(array)
-
-
-def _to_channels(images: np.ndarray, channels: int) -> np.ndarray:
-    """Convert uint8 N×H×W×C images to `channels` (1 grey or 3 RGB) with OpenCV's weights."""
-    import cv2
-
-    if images.shape[-1] == channels:
-        return images
-    if channels == 1:
-        return np.stack([cv2.cvtColor(im, cv2.COLOR_RGB2GRAY) for im in images])[..., None]
-    return np.repeat(images, 3, axis=-1)
-
-
-# --- the crop convention (measured on the training set, stored in meta.json) ------------------
-
-
-def crop_convention(faces=None, method: str = "auto", size=None, channels=None,
-                    box_scale: float = DEFAULT_BOX_SCALE, align: bool = True,
-                    max_faces: int = 2000) -> dict:
-    """Describe how the training faces are framed, so that inference crops the same way.
-
-    Args:
-        faces: the training FaceSet (its landmarks give the template); None for the defaults.
-        method: "landmarks" (template alignment; needs landmarks), "box" (enlarged detector
-            box) or "auto" ("landmarks" when the set has landmarks, else "box").
-        size: crop size in pixels (default: the set's image size, or 48).
-        channels: channels of the crops (default: the set's channels, or 1).
-        box_scale: for "box": side of the crop / side of dlib's box.
-        align: for "box": rotate so that the eyes are level.
-        max_faces: at most this many faces are averaged into the template.
-
-    Returns:
-        A JSON-ready dict: method, size (h, w), channels, and template/points or scale/align.
-    """
-    if method not in ("auto", "landmarks", "box"):
-        raise ValueError(f"method must be 'auto', 'landmarks' or 'box', got {method!r}")
-    if not box_scale > 0:
-        raise ValueError(f"box_scale must be positive, got {box_scale!r}")
-    if faces is not None:
-        height, width, data_channels = faces.image_shape
-    else:
-        height = width = 48
-        data_channels = 1
-    if size is not None:
-        height = width = int(size)
-    channels = int(channels or data_channels)
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
-    has_landmarks = faces is not None and faces.landmarks is not None and len(faces) > 0
-    if method == "landmarks" and not has_landmarks:
-        raise ValueError("method='landmarks' needs a training set with 68 landmarks "
-                         "(FaceSet.landmarks); use method='box' for sets without them")
-    convention = {"size": [int(height), int(width)], "channels": channels}
-    if method in ("auto", "landmarks") and has_landmarks:
-        h0, w0 = faces.image_shape[:2]
-        points = faces.landmarks[:max_faces] / np.array([w0, h0], dtype=np.float32)
-        template = np.median(points, axis=0).astype(np.float64)  # robust to odd poses
-        convention.update(method="landmarks", points=list(ALIGN_POINTS),
-                          template=np.round(template, 5).tolist())
-    else:
-        convention.update(method="box", scale=float(box_scale), align=bool(align))
-    return convention
 
 
 def make_meta(faces, input_size, channels: int, preprocess="scale", model_name: str = "",
@@ -231,7 +107,7 @@ def load_meta(path) -> dict:
 
 def _meta_from_model(model) -> dict:
     """Defaults for a model saved without meta.json (e.g. by a notebook): read its input shape."""
-    from .data import EXPRESSIONS
+    from .faceset import EXPRESSIONS
 
     shape = model.input_shape
     if isinstance(shape, (list, dict)):
@@ -301,103 +177,6 @@ def _check_meta_fits(model, meta: dict, source) -> None:
                          f"{outputs[-1]} outputs: it belongs to another model")
 
 
-# --- cropping ---------------------------------------------------------------------------------
-
-
-def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """2×3 least-squares similarity transform (rotation, uniform scale, shift) mapping src→dst."""
-    from skimage.transform import SimilarityTransform
-
-    transform = SimilarityTransform.from_estimate(src, dst)
-    if not transform:  # a FailedEstimation is falsy
-        raise ValueError("cannot align the face: its landmarks are degenerate")
-    return np.asarray(transform.params[:2], dtype=np.float64)
-
-
-def _box_transform(box, landmarks, out_h: int, out_w: int, scale: float) -> np.ndarray:
-    """2×3 transform: the square of side `scale`×box around the box centre → out_w×out_h,
-    rotated so that the eyes are level when landmarks are given."""
-    x, y, w, h = (float(v) for v in box[:4])
-    cx, cy = x + w / 2.0, y + h / 2.0
-    side = scale * max(w, h)
-    angle = 0.0
-    if landmarks is not None:
-        left_eye = landmarks[36:42].mean(axis=0)
-        right_eye = landmarks[42:48].mean(axis=0)
-        dx, dy = right_eye - left_eye
-        angle = float(np.arctan2(dy, dx))
-    s = out_w / side
-    cos, sin = np.cos(-angle) * s, np.sin(-angle) * s
-    # Rotate by -angle about the box centre, scale, then move the centre to the crop centre.
-    return np.array([[cos, -sin, out_w / 2.0 - (cos * cx - sin * cy)],
-                     [sin, cos, out_h / 2.0 - (sin * cx + cos * cy)]], dtype=np.float64)
-
-
-def _warp(image: np.ndarray, matrix: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
-    """warpAffine with an area pre-shrink when the crop is much smaller (no aliasing)."""
-    import cv2
-
-    scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
-    if scale < 0.5:  # shrink the whole image first, then warp at about 1:1
-        factor = 2.0 * scale
-        small = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
-        matrix = matrix.copy()
-        matrix[:, :2] /= factor
-        image = small
-    warped = cv2.warpAffine(image, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_REPLICATE)
-    return warped.reshape(out_h, out_w, -1)
-
-
-def crop_faces(image, faces=None, convention: dict | None = None, size=None,
-               min_score: float | None = None):
-    """Crop faces from a photo the way the training faces are framed.
-
-    Args:
-        image: RGB H×W×3 (or grey) photo, uint8.
-        faces: (x, y, w, h[, score]) boxes; default: `fer_utils.attention.detect_faces(image)`
-            (most confident first).
-        convention: a `crop_convention` dict (meta["crop"]); default: FER2013-style box crop.
-        size: override the crop size (int or (h, w)).
-        min_score: drop detections whose dlib score is below this (dlib's own threshold is 0;
-            about 0.5 removes most false alarms such as badges and patterns).
-
-    Returns:
-        (crops uint8 N×h×w×C in the convention's channels, boxes: list of (x, y, w, h, score)).
-    """
-    from . import attention
-
-    image = _as_uint8_image(image)
-    convention = convention or crop_convention()
-    if size is None:
-        out_h, out_w = convention["size"]
-    else:
-        out_h, out_w = (int(size), int(size)) if np.isscalar(size) else (int(v) for v in size)
-    channels = int(convention.get("channels", 1))
-    if faces is None:
-        faces = attention.detect_faces(image)
-    boxes = [tuple(f) if len(f) == 5 else (*f[:4], 1.0) for f in faces]
-    if min_score is not None:
-        boxes = [b for b in boxes if b[4] >= min_score]
-    crops = []
-    for box in boxes:
-        landmarks = None
-        if convention["method"] == "landmarks" or convention.get("align", False):
-            landmarks = attention.detect_landmarks(image, box=box)
-        if convention["method"] == "landmarks":
-            points = list(convention.get("points", ALIGN_POINTS))
-            template = np.asarray(convention["template"], dtype=np.float64)[points]
-            matrix = _similarity(landmarks[points].astype(np.float64),
-                                 template * np.array([out_w, out_h], dtype=np.float64))
-        else:
-            matrix = _box_transform(box, landmarks, out_h, out_w,
-                                    float(convention.get("scale", DEFAULT_BOX_SCALE)))
-        crops.append(_warp(image, matrix, out_w, out_h))
-    if not crops:
-        return np.zeros((0, out_h, out_w, channels), np.uint8), boxes
-    return _to_channels(np.stack(crops), channels), boxes
-
-
 # --- predicting -------------------------------------------------------------------------------
 
 
@@ -421,7 +200,7 @@ def preprocess_faces(crops, meta: dict) -> np.ndarray:
         crops = crops[..., None]
     if crops.ndim != 4 or crops.shape[-1] not in (1, 3):
         raise ValueError(f"crops must be N×H×W×C with C in (1, 3), got shape {crops.shape}")
-    crops = _to_channels(_as_uint8_image(crops.reshape(-1, *crops.shape[2:]))
+    crops = to_channels(as_uint8_image(crops.reshape(-1, *crops.shape[2:]))
                          .reshape(crops.shape), int(meta["crop"].get("channels", crops.shape[-1])))
     height, width = meta["input_size"]
     faces = data.FaceSet(images=crops, labels=np.zeros(len(crops), np.int64),
@@ -461,8 +240,8 @@ def result_record(box, probs, class_names) -> dict:
     }
 
 
-def predict_image(model, image, meta: dict, faces=None,
-                  min_score: float | None = None) -> list[dict]:
+def predict_image(model, image, meta: dict, faces=None, min_score: float | None = None,
+                  detector: str = "hog") -> list[dict]:
     """Detect, crop and classify every face in a photo.
 
     Args:
@@ -471,12 +250,14 @@ def predict_image(model, image, meta: dict, faces=None,
         meta: the model's meta dict (`load_model`).
         faces: optional boxes instead of running the detector.
         min_score: drop detections scored below this (see `crop_faces`).
+        detector: "hog" or "cnn" (see `fer_utils.attention.detect_faces`).
 
     Returns:
         One dict per face, most confident detection first: {"box": [x, y, w, h], "score",
         "label", "probabilities": {class name: p}}; an empty list when no face is found.
     """
-    crops, boxes = crop_faces(image, faces=faces, convention=meta["crop"], min_score=min_score)
+    crops, boxes = crop_faces(image, faces=faces, convention=meta["crop"], min_score=min_score,
+                              detector=detector)
     probs = predict_faces(model, crops, meta)
     return [result_record(box, p, meta["class_names"]) for box, p in zip(boxes, probs)]
 
@@ -488,34 +269,115 @@ def _palette(i: int) -> tuple:
     return colours[i % len(colours)]
 
 
+def _text_size(text: str, scale: float, thickness: int) -> tuple[int, int, int]:
+    import cv2
+
+    (width, height), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    return width, height, base
+
+
+def probability_panel(probabilities: dict, colour=(0, 0, 0), font_scale: float = 0.45,
+                      thickness: int = 1) -> np.ndarray:
+    """An RGB uint8 panel with one bar per class: name, a bar as long as p, and p (OpenCV).
+
+    Args:
+        probabilities: {class name: probability}, drawn in this order.
+        colour: RGB of the most probable class's bar (the others are grey).
+        font_scale: OpenCV font scale of the text.
+        thickness: text thickness in pixels.
+
+    Returns:
+        uint8 h×w×3 panel (white background, a frame in `colour`).
+    """
+    import cv2
+
+    names = list(probabilities)
+    if not names:
+        raise ValueError("probability_panel needs at least one class")
+    top = max(names, key=lambda n: probabilities[n])
+    name_w = max(_text_size(n, font_scale, thickness)[0] for n in names)
+    value_w, text_h, base = _text_size("0.00", font_scale, thickness)
+    row, pad = text_h + base + 4, 4
+    bar_w = max(40, int(round(1.2 * name_w)))
+    width, height = pad + name_w + pad + bar_w + pad + value_w + pad, pad + row * len(names) + pad
+    panel = np.full((height, width, 3), 255, np.uint8)
+    for k, name in enumerate(names):
+        p = float(np.clip(probabilities[name], 0.0, 1.0))
+        y = pad + k * row
+        baseline = y + text_h + 2
+        cv2.putText(panel, name, (pad, baseline), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                    (0, 0, 0), thickness, cv2.LINE_AA)
+        x0 = pad + name_w + pad
+        cv2.rectangle(panel, (x0, y + 2), (x0 + bar_w, y + row - 2), (225, 225, 225), cv2.FILLED)
+        if p > 0:
+            cv2.rectangle(panel, (x0, y + 2), (x0 + max(1, int(round(p * bar_w))), y + row - 2),
+                          colour if name == top else (150, 150, 150), cv2.FILLED)
+        cv2.putText(panel, f"{p:.2f}", (x0 + bar_w + pad, baseline), cv2.FONT_HERSHEY_SIMPLEX,
+                    font_scale, (0, 0, 0), thickness, cv2.LINE_AA)
+    cv2.rectangle(panel, (0, 0), (width - 1, height - 1), colour, 1)
+    return panel
+
+
+def _place(box, panel_shape, canvas_shape, margin: int) -> tuple[int, int]:
+    """(x, y) for a panel beside the box: right of it, else left, below or above; when none
+    fits inside the photo, right of it (the canvas then grows)."""
+    x, y, w, h = box
+    ph, pw = panel_shape[:2]
+    height, width = canvas_shape[:2]
+    top = int(np.clip(y, 0, max(0, height - ph)))
+    left = int(np.clip(x, 0, max(0, width - pw)))
+    if x + w + margin + pw <= width:
+        return x + w + margin, top
+    if x - margin - pw >= 0:
+        return x - margin - pw, top
+    if y + h + margin + ph <= height and pw <= width:
+        return left, y + h + margin
+    if y - margin - ph >= 0 and pw <= width:
+        return left, y - margin - ph
+    return max(0, x + w + margin), top
+
+
 def annotate(image, results: list[dict], class_names=None) -> np.ndarray:
-    """Draw each face's box and "label p" on a copy of the photo (RGB uint8, OpenCV).
+    """Draw each face's box, "label p" and a bar per class next to it (RGB uint8, OpenCV).
 
     Args:
         image: the RGB (or grey) photo.
         results: the dicts `predict_image` returned.
-        class_names: class order for the colours (default: each result's probability keys).
+        class_names: class order of the bars and colours (default: each result's keys).
 
     Returns:
-        RGB uint8 H×W×3 annotated copy.
+        RGB uint8 annotated copy: the photo's size, or wider/taller (white margin) when a
+        face's probability bars do not fit beside it inside the photo.
     """
     import cv2
 
-    canvas = _as_uint8_image(image)
+    canvas = as_uint8_image(image)
     canvas = np.ascontiguousarray(np.repeat(canvas, 3, axis=-1) if canvas.shape[-1] == 1
                                   else canvas.copy())
     height, width = canvas.shape[:2]
     thickness = max(1, int(round(min(height, width) / 250)))
     font_scale = max(0.4, min(height, width) / 700)
+    panels = []
     for rank, result in enumerate(results):
         names = list(class_names or result["probabilities"])
         x, y, w, h = result["box"]
         colour = _palette(names.index(result["label"]) if result["label"] in names else rank)
         cv2.rectangle(canvas, (x, y), (x + w, y + h), colour, thickness, cv2.LINE_AA)
         text = f"{result['label']} {result['probabilities'][result['label']]:.2f}"
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+        tw, th, base = _text_size(text, font_scale, thickness)
         top = y - th - base - 2 if y - th - base - 2 >= 0 else y + h
         cv2.rectangle(canvas, (x, top), (x + tw + 4, top + th + base + 2), colour, cv2.FILLED)
         cv2.putText(canvas, text, (x + 2, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
                     (255, 255, 255), thickness, cv2.LINE_AA)
+        probs = {n: result["probabilities"].get(n, 0.0) for n in names}
+        panel = probability_panel(probs, colour, font_scale=0.8 * font_scale,
+                                  thickness=max(1, thickness - 1))
+        panels.append((panel, _place((x, y, w, h), panel.shape, canvas.shape, 2 * thickness)))
+    grow_x = max([px + p.shape[1] - width for p, (px, _) in panels] + [0])
+    grow_y = max([py + p.shape[0] - height for p, (_, py) in panels] + [0])
+    if grow_x or grow_y:
+        canvas = cv2.copyMakeBorder(canvas, 0, grow_y, 0, grow_x, cv2.BORDER_CONSTANT,
+                                    value=(255, 255, 255))
+    for panel, (px, py) in panels:
+        canvas[py:py + panel.shape[0], px:px + panel.shape[1]] = panel
     return canvas

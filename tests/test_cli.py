@@ -153,7 +153,7 @@ def test_missing_picture_is_one_line_error(trained, workdir):
 
 def test_text_file_named_jpg_is_one_line_error(trained, pictures, workdir):
     result = run_cli(["predict", pictures["fake"], "--model", trained[0]], workdir)
-    assert_one_line_error(result, "notes.jpg", "not a picture")
+    assert_one_line_error(result, "notes.jpg", "not an image")
 
 
 def test_missing_model_is_one_line_error(pictures, workdir):
