@@ -179,10 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = commands.add_parser(
         "data", help="inspect and convert a data set (counts, sample grid, formats)",
-        description="Print the faces per class and split, save counts.csv and samples.png in "
-                    "--out, and optionally convert the set to a FER2013 CSV or an image folder "
-                    "(one sub-folder per class). The profile (FER_PROFILE or --profile) caps "
-                    "the number of faces: use --profile full for a whole set.")
+        description="Print the layout found (split folders or class folders), the faces per "
+                    "class and split, the groups (FER_GROUPS, an au-csv subject column) and "
+                    "the exact duplicate images that cross splits; save counts.csv and "
+                    "samples.png in --out, and optionally convert the set to a FER2013 CSV or "
+                    "an image folder (split folders of class folders). The profile "
+                    "(FER_PROFILE or --profile) caps the number of faces: use --profile full "
+                    "or --all for a whole set.")
     data.add_argument("spec", metavar="SPEC", nargs="?",
                       help="synthetic, fer2013, fer2013:PATH, folder:PATH or au-csv:PATH "
                            "(default: the FER_DATASET setting)")
@@ -194,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="destination of --convert (a .csv file, or a folder)")
     data.add_argument("--per-class", type=_positive_int, default=8,
                       help="faces per class in the sample grid (default 8)")
+    data.add_argument("--all", action="store_true",
+                      help="read every face, whatever the profile's cap")
+    data.add_argument("--for-model", choices=("small", "vgg"), default="small",
+                      help="read at the size this model needs: small (48 px grey, default) or "
+                           "vgg (the profile's vgg_size, RGB when the files are colour)")
+    data.add_argument("--fit", choices=("crop", "stretch", "face"),
+                      help="folder sets: crop (centre square, default), stretch, or face "
+                           "(detect and crop each face as `predict` does: raw photos)")
 
     bench = commands.add_parser(
         "bench", help="throughput on this machine: generation, augmentation, fine-tuning",
@@ -594,77 +605,116 @@ def cmd_export(args) -> int:
 
 
 def _write_image_folder(faces, folder: Path) -> int:
-    """Write faces as PNGs into FOLDER/<class>/<split>_<index>.png; return how many."""
-    import cv2
+    """Write faces with `fer_utils.data.write_image_folder` (split folders when the set has a
+    split); return how many."""
+    from . import data
 
-    folder = _check_output_folder(folder, "--to")
-    for name in faces.class_names:
-        (folder / name).mkdir(exist_ok=True)
-    for i, (image, label) in enumerate(zip(faces.images, faces.labels)):
-        split = faces.split[i] if faces.split is not None else "all"
-        picture = image if image.shape[-1] == 1 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-        path = folder / faces.class_names[label] / f"{split}_{i:06d}.png"
-        if not cv2.imwrite(str(path), picture):
-            raise CliError(f"cannot write {path}")
+    data.write_image_folder(faces, _check_output_folder(folder, "--to"))
     return len(faces)
 
 
+def _with_split(faces, seed: int):
+    """(faces with a train/val/test split, a note saying where the split came from)."""
+    import numpy as np
+
+    from . import data
+
+    if faces.split is not None and "train" in set(faces.split):
+        return faces, "(the set's own split)"
+    parts = data.split(faces, seed=seed)
+    names = ("images", "labels", "aus", "landmarks", "intensity", "split", "groups")
+    joined = {name: (None if getattr(parts[0], name) is None else
+                     np.concatenate([getattr(p, name) for p in parts])) for name in names}
+    faces = data.FaceSet(class_names=faces.class_names, au_names=faces.au_names,
+                         source=faces.source, **joined)
+    how = "by person (groups)" if faces.groups is not None else "stratified"
+    return faces, f"(split 80/10/10 {how} by `fu.data.split`, seed {seed})"
+
+
+def _report_groups_and_duplicates(faces) -> None:
+    """Print the groups per split and the exact duplicates that cross splits."""
+    from . import data
+
+    if faces.groups is not None:
+        groups = data.group_report(faces)
+        per_split = ", ".join(f"{k} {v}" for k, v in groups["per_split"].items())
+        crossing = (f"; {len(groups['crossing'])} in more than one split "
+                    f"(e.g. {', '.join(groups['crossing'][:5])})" if groups["crossing"]
+                    else "; none in more than one split")
+        print(f"groups (people): {groups['total']} ({per_split}){crossing}")
+    else:
+        print("groups (people): none known (set FER_GROUPS, or give an au-csv a subject "
+              "column, to keep each person on one side of the split)")
+    dup = data.duplicate_report(faces)
+    pairs = ", ".join(f"{k} {v}" for k, v in dup["pairs"].items()) or "none"
+    print(f"exact duplicate images: {dup['groups']} group(s) of identical pixels "
+          f"({dup['images']} images); {dup['crossing']} cross splits ({pairs}); "
+          f"{dup['crossing'] - dup['same_label']} of those carry different labels")
+
+
+def _save_samples(faces, out: Path, per_class: int, seed: int, title: str) -> Path:
+    """Draw `per_class` random faces of each class into OUT/samples.png (real pixels)."""
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from . import plots
+
+    rng = np.random.default_rng(seed)
+    picks, titles = [], []
+    for label, name in enumerate(faces.class_names):
+        index = np.flatnonzero(faces.labels == label)
+        chosen = rng.choice(index, size=min(per_class, len(index)), replace=False)
+        picks.extend(chosen.tolist())
+        titles.extend([name] * len(chosen))
+    plots.set_style()
+    figure = plots.show_images(faces.images[picks], titles=titles, ncols=per_class,
+                               suptitle=title)
+    path = out / "samples.png"
+    figure.savefig(path, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
 def cmd_data(args) -> int:
-    """`data`: counts per class and split, a sample grid, optional format conversion."""
+    """`data`: layout, counts per class and split, groups, duplicates, samples, conversion."""
     if (args.convert is None) != (args.to is None):
         raise CliError("--convert and --to go together, as in --convert fer2013 --to data/x.csv")
     if args.convert == "fer2013" and args.to.suffix.lower() != ".csv":
         raise CliError(f"--to {args.to}: a FER2013 file should end in .csv")
     settings = _settings()
-    from . import config
+    from . import config, data
 
     spec = (settings.dataset if args.spec is None
             else config.parse_dataset(args.spec, settings.data_dir, variable="SPEC"))
+    if args.fit and not spec.startswith(("folder:", "au-csv:")):
+        raise CliError(f"--fit {args.fit} applies to folder: and au-csv: sets, not {spec}")
     out = _check_output_folder(args.out or settings.log_dir / "data-report")
-    import numpy as np
-
-    from . import data, plots
-
-    faces = data.load_dataset(spec, settings=settings)
-    if faces.split is None or "train" not in set(faces.split):
-        parts = data.split(faces, seed=settings.seed)
-        joined = {name: (None if getattr(parts[0], name) is None else
-                         np.concatenate([getattr(p, name) for p in parts]))
-                  for name in ("images", "labels", "aus", "landmarks", "intensity", "split")}
-        faces = data.FaceSet(class_names=faces.class_names, au_names=faces.au_names,
-                             source=faces.source, **joined)
-        note = f"(split 80/10/10 by `fu.data.split`, seed {settings.seed})"
-    else:
-        note = "(the set's own split)"
+    kind, _, path = spec.partition(":")
+    if kind == "folder":
+        print(f"layout of {path}: {data.describe_folder(path)}", flush=True)
+    started = time.perf_counter()
+    faces = data.load_dataset(spec, settings=settings, for_model=args.for_model,
+                              limit=None if args.all else "profile", fit=args.fit)
+    print(f"read {len(faces):,} faces in {time.perf_counter() - started:.1f} s")
+    faces, note = _with_split(faces, settings.seed)
     table = data.summary(faces)
     print(f"{faces!r}\nfaces per class and split {note}, profile {settings.profile.name}:")
     print(table.to_string())
     table.to_csv(out / "counts.csv")
-
-    rng = np.random.default_rng(settings.seed)
-    picks, titles = [], []
-    for label, name in enumerate(faces.class_names):
-        index = np.flatnonzero(faces.labels == label)
-        chosen = rng.choice(index, size=min(args.per_class, len(index)), replace=False)
-        picks.extend(chosen.tolist())
-        titles.extend([name] * len(chosen))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plots.set_style()
-    figure = plots.show_images(faces.images[picks], titles=titles, ncols=args.per_class,
-                               suptitle=f"{spec}: {args.per_class} faces per class")
-    figure.savefig(out / "samples.png", bbox_inches="tight")
-    plt.close(figure)
-    print(f"wrote {out / 'counts.csv'} and {out / 'samples.png'}")
+    _report_groups_and_duplicates(faces)
+    samples = _save_samples(faces, out, args.per_class, settings.seed,
+                            f"{spec}: {args.per_class} faces per class")
+    print(f"wrote {out / 'counts.csv'} and {samples}")
     if args.convert == "fer2013":
         path = data.write_fer2013_csv(faces, args.to)
         print(f"converted {len(faces)} faces to FER2013 CSV {path}")
     elif args.convert == "folder":
         count = _write_image_folder(faces, args.to)
-        print(f"converted {count} faces to the image folder {args.to} (one sub-folder per class)")
+        print(f"converted {count} faces to the image folder {args.to} (split folders "
+              f"train/, val/, test/, one sub-folder per class inside)")
     return 0
 
 

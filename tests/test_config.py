@@ -64,6 +64,8 @@ def test_weights_file(tmp_path):
     ({"FER_WEIGHTS": "random"}, ["FER_WEIGHTS", "'random'", "imagenet, none"]),
     ({"FER_SEED": "abc"}, ["FER_SEED", "'abc'", "non-negative integer"]),
     ({"FER_SEED": "-3"}, ["FER_SEED", "'-3'", "non-negative integer"]),
+    ({"FER_GROUPS": "S(\\d+"}, ["FER_GROUPS", "'S(\\\\d+'", "not a valid regular expression"]),
+    ({"FER_GROUPS": "S\\d+_"}, ["FER_GROUPS", "'S\\\\d+_'", "has no group", "person id"]),
 ])
 def test_bad_values_name_variable_value_and_allowed(env, needles):
     with pytest.raises(SettingsError) as err:
@@ -83,3 +85,48 @@ def test_banner_names_everything():
     line = get_settings({"FER_PROFILE": "ci", "FER_DATASET": "synthetic"}).banner()
     for part in ("TensorFlow", "devices", "profile: ci", "dataset: synthetic", "weights", "seed"):
         assert part in line
+
+
+def test_groups_setting_is_kept_and_shown_in_the_banner():
+    assert get_settings({}).groups is None
+    s = get_settings({"FER_GROUPS": r"S(\d+)_", "FER_PROFILE": "ci"})
+    assert s.groups == r"S(\d+)_"
+    assert r"groups: S(\d+)_" in s.banner()
+
+
+INSTALLED_CHECK = """
+import sys
+from fer_utils import config
+s = config.get_settings({"FER_DATASET": "folder:faces", "FER_DATA_DIR": "mydata"})
+print(config.PROJECT_ROOT)
+print(s.dataset_path)
+print(s.data_dir)
+"""
+
+
+def test_relative_paths_resolve_from_the_current_folder_when_installed(tmp_path):
+    """A copy of the package without pyproject.toml beside it, as pip installs it."""
+    import shutil
+    import subprocess
+    import sys
+
+    site = tmp_path / "site-packages"
+    shutil.copytree(config.PROJECT_ROOT / "fer_utils", site / "fer_utils",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    work = tmp_path / "work"
+    work.mkdir()
+    result = subprocess.run([sys.executable, "-c", INSTALLED_CHECK], cwd=work,
+                            env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    root, dataset, data_dir = result.stdout.split()
+    assert root == str(site)
+    assert dataset == str(work / "faces") and data_dir == str(work / "mydata")
+
+
+def test_relative_paths_resolve_from_the_project_root_in_a_checkout(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert config.base_dir() == config.PROJECT_ROOT
+    s = get_settings({"FER_DATASET": "folder:faces", "FER_DATA_DIR": "mydata"})
+    assert s.dataset_path == config.PROJECT_ROOT / "faces"
+    assert s.data_dir == config.PROJECT_ROOT / "mydata"

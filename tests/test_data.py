@@ -464,3 +464,291 @@ def test_read_image_errors_name_the_file(tmp_path):
         data.read_image(tmp_path / "fake.png")
     with pytest.raises(FileNotFoundError, match="gone.png"):
         data.read_image(tmp_path / "gone.png")
+
+
+# ---------------------------------------------------------------------------------------------
+# FaceSet: groups, non-finite landmarks
+# ---------------------------------------------------------------------------------------------
+
+def test_faceset_groups_are_carried_by_subset_and_shown():
+    fs = random_faceset(6, extras=False)
+    fs = FaceSet(images=fs.images, labels=fs.labels, groups=[1, 1, 2, 2, 3, 3])
+    assert fs.groups.dtype.kind == "U" and list(fs.groups) == ["1", "1", "2", "2", "3", "3"]
+    assert list(fs.subset([1, 4]).groups) == ["1", "3"]
+    assert "groups (3)" in repr(fs)
+    with pytest.raises(ValueError, match="groups must have 6"):
+        FaceSet(images=fs.images, labels=fs.labels, groups=["a"])
+
+
+def test_faceset_rejects_nan_and_infinite_landmarks():
+    fs = random_faceset(4)
+    marks = fs.landmarks.copy()
+    marks[2, 5, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite.*index 2"):
+        FaceSet(images=fs.images, labels=fs.labels, landmarks=marks)
+    marks[2, 5, 0], marks[3, 0, 1] = 1.0, np.inf
+    with pytest.raises(ValueError, match="index 3"):
+        FaceSet(images=fs.images, labels=fs.labels, landmarks=marks)
+
+
+# ---------------------------------------------------------------------------------------------
+# Split folders (train/, val/|validation/|PublicTest/, test/|PrivateTest/)
+# ---------------------------------------------------------------------------------------------
+
+def write_faces(folder, n, seed=0, size=(30, 30), colour=False, prefix=""):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        image = rng.integers(0, 256, (*size, 3) if colour else size, dtype=np.uint8)
+        cv2.imwrite(str(folder / f"{prefix}{i:03d}.png"), image)
+
+
+@pytest.mark.parametrize("names", [("train", "validation", "test"), ("Train", "VAL", "Test"),
+                                   ("Training", "PublicTest", "PrivateTest")])
+def test_split_folders_are_recognised_and_kept(tmp_path, names):
+    counts = {"train": 5, "val": 2, "test": 3}
+    train, val, test = names
+    if train == "Training":
+        train = "train"  # Kaggle's folder copies name it train/
+    for folder, split_name in zip((train, val, test), ("train", "val", "test")):
+        for k, cls in enumerate(("happy", "sad", "angry")):
+            write_faces(tmp_path / folder / cls, counts[split_name], seed=k)
+    fs = data.load_image_folder(tmp_path)
+    assert fs.class_names == ("angry", "happy", "sad")  # classes, not "test, train, val"
+    assert {s: int((fs.split == s).sum()) for s in ("train", "val", "test")} == \
+        {s: 3 * c for s, c in counts.items()}
+    assert data.scan_folder(tmp_path).layout == "split"
+    described = data.describe_folder(tmp_path)
+    assert described.startswith("split folders") and f"{val}/ → val" in described
+    train_part, val_part, test_part = data.split(fs)
+    assert len(val_part) == 6 and len(test_part) == 9  # the folders' split, not a new one
+
+
+def test_split_folders_with_different_classes_name_the_difference(tmp_path):
+    for split_name, classes in (("train", ("happy", "sad", "fear")), ("test", ("happy", "sad"))):
+        for cls in classes:
+            write_faces(tmp_path / split_name / cls, 1)
+    with pytest.raises(DataError, match=r"test/ lacks fear/"):
+        data.load_image_folder(tmp_path)
+
+
+def test_a_mix_of_split_and_class_folders_is_an_error_naming_both(tmp_path):
+    write_faces(tmp_path / "train" / "happy", 1)
+    write_faces(tmp_path / "sad", 1)
+    with pytest.raises(DataError, match=r"split folders \(train/\) and class folders \(sad/\)"):
+        data.load_image_folder(tmp_path)
+
+
+def test_flat_class_folders_still_work_and_say_so(tmp_path):
+    write_faces(tmp_path / "happy", 2)
+    write_faces(tmp_path / "sad", 3)
+    fs = data.load_image_folder(tmp_path)
+    assert fs.split is None and list(fs.class_counts()) == [2, 3]
+    assert data.describe_folder(tmp_path).startswith("class folders")
+
+
+def test_write_image_folder_writes_split_folders_that_load_back(tmp_path):
+    fs = random_faceset(42, extras=False, split=True)
+    data.write_image_folder(fs, tmp_path / "out")
+    assert (tmp_path / "out" / "train" / "happy").is_dir()
+    back = data.load_image_folder(tmp_path / "out")
+    order = np.lexsort((np.arange(len(fs)), fs.labels))  # label order, then file name order
+    np.testing.assert_array_equal(np.sort(back.split), np.sort(fs.split))
+    for name in ("train", "val", "test"):
+        np.testing.assert_array_equal(np.sort(back.labels[back.split == name]),
+                                      np.sort(fs.labels[fs.split == name]))
+    assert back.images.sum() == fs.images[order].sum()
+
+
+# ---------------------------------------------------------------------------------------------
+# Groups: FER_GROUPS, au-csv subject, group-aware split
+# ---------------------------------------------------------------------------------------------
+
+def write_people(root, people=12, frames=6, classes=("happy", "sad", "surprise")):
+    """A CK+-like folder: several frames per person (S001_00.png ...) in each class folder."""
+    for p in range(people):
+        for f in range(frames):
+            cls = classes[(p + f) % len(classes)]
+            write_faces(root / cls, 1, seed=p * 100 + f, size=(20, 20),
+                        prefix=f"S{p:03d}_{f:02d}_")
+    return root
+
+
+def people_on_both_sides(parts):
+    sides = [set(part.groups) for part in parts]
+    return (sides[0] & sides[1]) | (sides[0] & sides[2]) | (sides[1] & sides[2])
+
+
+def test_split_with_groups_keeps_every_person_on_one_side(tmp_path):
+    root = write_people(tmp_path / "ck")
+    fs = data.load_image_folder(root, groups=r"S(\d+)_")
+    assert len(fs) == 72 and len(np.unique(fs.groups)) == 12
+    parts = data.split(fs, val=0.2, test=0.2, seed=0)
+    assert sum(len(p) for p in parts) == 72 and all(len(p) for p in parts)
+    assert people_on_both_sides(parts) == set()
+    # The same faces split per image do put people on both sides: the test above can fail.
+    plain = FaceSet(images=fs.images, labels=fs.labels)
+    parts = data.split(plain, val=0.2, test=0.2, seed=0)
+    where = {image.tobytes(): i for i, image in enumerate(fs.images)}  # every frame differs
+    sides = [{fs.groups[where[image.tobytes()]] for image in part.images} for part in parts]
+    assert (sides[0] & sides[1]) or (sides[0] & sides[2])
+
+
+def test_unmatched_files_are_named_in_a_warning(tmp_path):
+    root = write_people(tmp_path / "ck", people=3, frames=2)
+    write_faces(root / "happy", 1, prefix="nobody_")
+    with pytest.warns(DataWarning, match=r"matches no person id in 1 file.*nobody_000.png"):
+        fs = data.load_image_folder(root, groups=r"S(\d+)_")
+    assert len(np.unique(fs.groups)) == 4
+    with pytest.raises(ValueError, match="no \\(group\\)"):
+        data.load_image_folder(root, groups=r"S\d+_")
+    with pytest.raises(ValueError, match="not a regular expression"):
+        data.load_image_folder(root, groups=r"S(\d+")
+
+
+def test_load_dataset_takes_groups_from_fer_groups(tmp_path):
+    from fer_utils import config
+
+    root = write_people(tmp_path / "ck", people=4, frames=3)
+    settings = config.get_settings({"FER_DATASET": f"folder:{root}", "FER_GROUPS": r"S(\d+)_",
+                                    "FER_DATA_DIR": str(tmp_path)})
+    fs = data.load_dataset(settings=settings, progress=False)
+    assert sorted(np.unique(fs.groups)) == ["000", "001", "002", "003"]
+
+
+def test_au_csv_subject_column_gives_groups(tmp_path):
+    header, rows = write_au_set(tmp_path, n=4, landmarks=False)
+    header = header + ["subject"]
+    rows = [row + f",P{i // 2}" for i, row in enumerate(rows)]
+    (tmp_path / "aus.csv").write_text(",".join(header) + "\n" + "\n".join(rows) + "\n")
+    fs = data.load_au_csv(tmp_path / "aus.csv")
+    assert list(fs.groups) == ["P0", "P0", "P1", "P1"]
+
+
+def test_own_split_that_puts_a_person_on_both_sides_is_reported(tmp_path):
+    fs = random_faceset(6, extras=False)
+    fs = FaceSet(images=fs.images, labels=fs.labels, groups=list("aabbcc"),
+                 split=["train", "test", "train", "train", "val", "val"], source="x")
+    with pytest.warns(DataWarning, match="1 group.*a"):
+        data.split(fs)
+    assert data.group_report(fs)["crossing"] == ["a"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Duplicates
+# ---------------------------------------------------------------------------------------------
+
+def test_exact_duplicates_that_cross_splits_are_found():
+    fs = random_faceset(10, extras=False)
+    images = fs.images.copy()
+    images[3] = images[0]          # train/test duplicate
+    images[5] = images[4]          # both in train: not crossing
+    images[9] = images[8]
+    images[9, 0, 0, 0] ^= 1        # one pixel differs: not a duplicate
+    split = ["train", "train", "val", "test", "train", "train", "val", "val", "train", "test"]
+    fs = FaceSet(images=images, labels=fs.labels, split=split)
+    groups = data.find_duplicates(fs)
+    assert sorted(map(list, groups)) == [[0, 3], [4, 5]]
+    assert [list(g) for g in data.crossing_duplicates(fs)] == [[0, 3]]
+    report = data.duplicate_report(fs)
+    assert report["crossing"] == 1 and report["pairs"] == {"train/test": 1}
+
+
+# ---------------------------------------------------------------------------------------------
+# load_dataset: size and channels for the model, limit, memory note
+# ---------------------------------------------------------------------------------------------
+
+def tiny_profile(**changes):
+    from fer_utils import config
+
+    values = dict(name="tiny", num_images=None, image_size=48, vgg_size=64, epochs=1,
+                  finetune_epochs=1, batch_size=8, synthetic_size=14)
+    values.update(changes)
+    return config.Profile(**values)
+
+
+def folder_settings(tmp_path, spec):
+    from fer_utils import config
+
+    return config.get_settings({"FER_DATASET": spec, "FER_DATA_DIR": str(tmp_path / "d")})
+
+
+def test_load_dataset_reads_at_the_size_and_channels_the_model_needs(tmp_path):
+    write_faces(tmp_path / "colour" / "happy", 3, size=(100, 120), colour=True)
+    write_faces(tmp_path / "colour" / "sad", 3, size=(100, 120), colour=True)
+    write_faces(tmp_path / "grey" / "happy", 3, size=(100, 100))
+    write_faces(tmp_path / "small" / "happy", 3, size=(40, 40), colour=True)
+    profile = tiny_profile()
+    get = (lambda name, model: data.load_dataset(
+        f"folder:{tmp_path / name}", profile=profile, progress=False, for_model=model,
+        settings=folder_settings(tmp_path, "synthetic")))
+    assert get("colour", "small").image_shape == (48, 48, 1)
+    assert get("colour", "vgg").image_shape == (64, 64, 3)  # vgg_size, RGB
+    assert get("grey", "vgg").image_shape == (64, 64, 1)  # grey files stay one channel
+    assert get("small", "vgg").image_shape == (40, 40, 3)  # never enlarged in memory
+    fer = random_faceset(14, extras=False, split=True)
+    csv_path = data.write_fer2013_csv(fer, tmp_path / "fer.csv")
+    fs = data.load_dataset(f"fer2013:{csv_path}", profile=profile, for_model="vgg",
+                           progress=False, settings=folder_settings(tmp_path, "synthetic"))
+    assert fs.image_shape == (48, 48, 1)  # FER2013's CSV is 48 px grey whatever the consumer
+    with pytest.raises(ValueError, match="for_model='resnet'"):
+        data.load_dataset("synthetic", for_model="resnet")
+
+
+def test_load_dataset_limit(tmp_path):
+    for cls in ("happy", "sad"):
+        write_faces(tmp_path / "f" / "train" / cls, 10)
+        write_faces(tmp_path / "f" / "test" / cls, 4)
+    settings = folder_settings(tmp_path, f"folder:{tmp_path / 'f'}")
+    get = (lambda **kw: data.load_dataset(settings=settings, progress=False, **kw))
+    assert len(get(profile=tiny_profile(num_images=14))) == 14  # "profile": stratified
+    part = get(profile=tiny_profile(num_images=14))
+    assert (part.split == "test").sum() == 4 and list(part.class_counts()) == [7, 7]
+    assert len(get(profile=tiny_profile(num_images=14), limit=None)) == 28
+    assert len(get(profile=tiny_profile(num_images=14), limit=7)) == 7
+    for bad in (0, "all", 2.5, True):
+        with pytest.raises(ValueError, match="limit"):
+            get(limit=bad)
+
+
+def test_load_dataset_states_the_memory_before_reading(tmp_path, capsys, monkeypatch):
+    from fer_utils.data import loaders
+
+    monkeypatch.setattr(loaders, "_ANNOUNCE_FROM", 3)
+    write_faces(tmp_path / "f" / "happy", 5)
+    data.load_dataset(f"folder:{tmp_path / 'f'}", profile=tiny_profile(), progress=True,
+                      settings=folder_settings(tmp_path, "synthetic"))
+    assert "reading 5 images at 48×48×1: about 0 MB" in capsys.readouterr().out
+    from fer_utils.data.reports import memory_note
+
+    assert memory_note(35887, 48, 48, 1) == "reading 35,887 images at 48×48×1: about 83 MB"
+    assert memory_note(35887, 224, 224, 3).endswith("about 5.40 GB")
+
+
+# ---------------------------------------------------------------------------------------------
+# fit="face": raw photos cropped exactly as predict crops them
+# ---------------------------------------------------------------------------------------------
+
+def test_fit_face_crops_like_predict_and_names_photos_without_a_face(tmp_path):
+    import skimage.data
+
+    from fer_utils import faces
+
+    root = tmp_path / "web"
+    (root / "happy").mkdir(parents=True)
+    (root / "sad").mkdir()
+    astronaut = skimage.data.astronaut()
+    cv2.imwrite(str(root / "happy" / "astronaut.jpg"), cv2.cvtColor(astronaut, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(root / "sad" / "wall.jpg"), np.full((200, 300, 3), 90, np.uint8))
+    cv2.imwrite(str(root / "sad" / "coffee.jpg"),
+                cv2.cvtColor(skimage.data.coffee(), cv2.COLOR_RGB2BGR))
+    with pytest.warns(DataWarning, match=r"2 photo\(s\) without a face.*coffee.jpg.*wall.jpg"):
+        fs = data.load_image_folder(root, size=64, channels=3, fit="face")
+    assert len(fs) == 1 and fs.class_names == ("happy",) and fs.image_shape == (64, 64, 3)
+    photo = data.read_image(root / "happy" / "astronaut.jpg")
+    crops, boxes = faces.crop_faces(photo, convention=faces.crop_convention(
+        method="box", size=64, channels=3), min_score=faces.DEFAULT_MIN_SCORE)
+    np.testing.assert_array_equal(fs.images[0], crops[0])  # exactly predict's crop
+    assert len(boxes) == 1  # the mission patch (score < 0.5) is not a second face
+    with pytest.raises(ValueError, match="fit"):
+        data.load_au_csv(tmp_path / "x.csv", fit="face")
