@@ -993,8 +993,22 @@ def _labels(n: int, seed: int, class_balance: str) -> np.ndarray:
     return np.random.default_rng([int(seed), 0]).permutation(labels)
 
 
+def _pool_context():
+    """A multiprocessing context whose workers start fresh: forkserver, else spawn.
+
+    Not fork: a forked copy of a process that has loaded TensorFlow (or any library with
+    running threads) can deadlock. Fresh workers import only this module (NumPy, OpenCV); a
+    script that renders must keep its own code under `if __name__ == "__main__":`, as Python's
+    multiprocessing asks (notebooks need nothing).
+    """
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
 def _worker_init() -> None:
-    """Worker process set-up: OpenCV without its thread pool (safe after fork)."""
+    """Worker process set-up: OpenCV without its own thread pool (the pool is the parallelism)."""
     import cv2
 
     cv2.setNumThreads(0)
@@ -1098,13 +1112,7 @@ def make_dataset(n: int, seed: int = 0, size: int = 48, channels: int = 1, cache
                     if bar is not None:
                         bar.update(len(sub[2]))
         else:
-            import multiprocessing
-
-            # fork: workers need no re-import of the caller's script (notebooks, scripts
-            # without a __main__ guard); they use only NumPy and OpenCV (single-threaded).
-            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-            ctx = multiprocessing.get_context(method)
-            with ctx.Pool(workers, initializer=_worker_init) as pool:
+            with _pool_context().Pool(workers, initializer=_worker_init) as pool:
                 for res in pool.imap(_render_chunk, jobs):
                     results.append(res)
                     if bar is not None:

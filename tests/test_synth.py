@@ -185,6 +185,36 @@ def test_make_dataset_is_deterministic_across_workers(monkeypatch):
     assert np.array_equal(a.labels, d.labels) and np.array_equal(a.intensity, d.intensity)
 
 
+RENDER_AFTER_TF = """
+import hashlib, tensorflow as tf
+tf.reduce_sum(tf.random.uniform((256, 256)) @ tf.random.uniform((256, 256)))  # TF threads run
+from fer_utils import synth
+synth._CHUNK = 10
+faces = synth.make_dataset(40, seed=5, cache=False, progress=False, workers=2)
+print(synth._pool_context().get_start_method(), hashlib.md5(faces.images.tobytes()).hexdigest())
+"""
+
+
+def test_the_render_pool_is_safe_after_tensorflow_is_loaded():
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONPATH=os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH"))
+                                          if p))
+    result = subprocess.run([sys.executable, "-c", RENDER_AFTER_TF], capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    method, digest = result.stdout.split()
+    assert method in ("forkserver", "spawn")
+    serial = synth.make_dataset(40, seed=5, cache=False, progress=False, workers=1)
+    assert digest == hashlib.md5(serial.images.tobytes()).hexdigest()
+
+
 def test_rgb_and_sizes():
     fs = synth.make_dataset(14, seed=2, size=32, channels=3, cache=False, progress=False)
     assert fs.images.shape == (14, 32, 32, 3)
