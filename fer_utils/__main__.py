@@ -1,4 +1,4 @@
-"""The kit's command line: `python -m fer_utils {train,predict,export,data,bench,fetch-weights}`.
+"""The kit's command line: `python -m fer_utils {train,predict,export,data,bench,fetch-*}`.
 
 Examples (settings come from the FER_* environment variables, design.md §3)::
 
@@ -9,6 +9,7 @@ Examples (settings come from the FER_* environment variables, design.md §3)::
     python -m fer_utils data synthetic --out logs/data-report --convert fer2013 --to data/synth.csv
     python -m fer_utils bench all
     python -m fer_utils fetch-weights
+    python -m fer_utils fetch-data fer2013 --layout csv
     tensorboard --logdir logs/cli-small
 
 Training on several machines (tf.distribute.MultiWorkerMirroredStrategy): start the SAME
@@ -226,6 +227,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "trains VGG16 without them (FER_WEIGHTS=none).")
     fetch.add_argument("--timeout", type=_positive_float, default=20.0,
                        help="seconds to wait for the server (default 20)")
+
+    fetch_data = commands.add_parser(
+        "fetch-data", help="download a public data set (FER2013 from Kaggle) into FER_DATA_DIR",
+        description="Download the public Kaggle copy of FER2013 with kagglehub and put it where "
+                    "FER_DATASET finds it: --layout csv gives DATA/fer2013.csv (Kaggle's "
+                    "original CSV: Training/PublicTest/PrivateTest = train/val/test), "
+                    "--layout folders gives DATA/fer2013/{train,test}/<class>/*.jpg (val is "
+                    "then carved out of train). Prints the FER_DATASET to use. Offline it fails "
+                    "within --timeout seconds with one line.")
+    fetch_data.add_argument("dataset", choices=("fer2013",), help="the data set")
+    fetch_data.add_argument("--to", type=Path, metavar="DIR",
+                            help="destination folder (default: FER_DATA_DIR, ./data)")
+    fetch_data.add_argument("--layout", choices=("csv", "folders"), default="csv",
+                            help="csv (default) or folders")
+    fetch_data.add_argument("--timeout", type=_positive_float, default=10.0,
+                            help="seconds to wait for Kaggle (default 10)")
     return parser
 
 
@@ -619,8 +636,7 @@ def _with_split(faces, seed: int):
 
     from . import data
 
-    if faces.split is not None and "train" in set(faces.split):
-        return faces, "(the set's own split)"
+    own = sorted(set(faces.split)) if faces.split is not None else []
     parts = data.split(faces, seed=seed)
     names = ("images", "labels", "aus", "landmarks", "intensity", "split", "groups")
     joined = {name: (None if getattr(parts[0], name) is None else
@@ -628,7 +644,13 @@ def _with_split(faces, seed: int):
     faces = data.FaceSet(class_names=faces.class_names, au_names=faces.au_names,
                          source=faces.source, **joined)
     how = "by person (groups)" if faces.groups is not None else "stratified"
-    return faces, f"(split 80/10/10 {how} by `fu.data.split`, seed {seed})"
+    if "train" not in own:
+        return faces, f"(split 80/10/10 {how} by `fu.data.split`, seed {seed})"
+    carved = [s for s in ("val", "test") if s not in own and (faces.split == s).any()]
+    if carved:
+        return faces, (f"(the set's own split; {' and '.join(carved)} carved out of train "
+                       f"{how} by `fu.data.split`, seed {seed})")
+    return faces, "(the set's own split)"
 
 
 def _report_groups_and_duplicates(faces) -> None:
@@ -740,8 +762,23 @@ def cmd_fetch_weights(args) -> int:
     return 0
 
 
+def cmd_fetch_data(args) -> int:
+    """`fetch-data`: FER2013 from Kaggle into FER_DATA_DIR; prints the FER_DATASET to use."""
+    from .data import fetch
+
+    to = args.to or _settings().data_dir
+    try:
+        path, spec = fetch.fetch_fer2013(to, layout=args.layout, timeout=args.timeout)
+    except fetch.FetchError as err:
+        raise CliError(str(err)) from None
+    print(f"FER2013 ({args.layout}) is in {path}")
+    print(f"use it with: export FER_DATASET={spec}")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "predict": cmd_predict, "export": cmd_export, "data": cmd_data,
-            "bench": cmd_bench, "fetch-weights": cmd_fetch_weights}
+            "bench": cmd_bench, "fetch-weights": cmd_fetch_weights,
+            "fetch-data": cmd_fetch_data}
 
 
 def _one_line(error: BaseException) -> str:
