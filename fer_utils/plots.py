@@ -19,6 +19,8 @@ def set_style() -> None:
         "axes.spines.top": False,
         "axes.spines.right": False,
         "image.cmap": "gray",
+        # Real pixels: no smoothing, no resampling blur when a 48-px face is drawn bigger.
+        "image.interpolation": "nearest",
         "font.size": 10,
     })
 
@@ -29,6 +31,22 @@ def _as_display(image: np.ndarray) -> np.ndarray:
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
     return image
+
+
+def show_pixels(ax, image, **kwargs):
+    """Draw an image with its real pixel values: no per-image contrast stretch, no smoothing.
+
+    uint8 (and other integer) images map 0..255 to black..white, floats 0..1 (or 0..255 when
+    larger); every image pixel becomes a block of screen pixels of its own value
+    ("nearest"), so a 48-px face drawn at the course's 90 dpi shows no resampling artefacts.
+    """
+    image = _as_display(image)
+    top = 1.0 if np.issubdtype(image.dtype, np.floating) and image.size and \
+        np.nanmax(image) <= 1.0 else 255
+    options = dict(cmap="gray", vmin=0, vmax=top, interpolation="nearest",
+                   interpolation_stage="rgba")
+    options.update(kwargs)
+    return ax.imshow(image, **options)
 
 
 def show_images(images, titles=None, ncols: int = 8, landmarks=None, size: float = 1.6,
@@ -58,7 +76,7 @@ def show_images(images, titles=None, ncols: int = 8, landmarks=None, size: float
                              squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i < len(images):
-            ax.imshow(_as_display(images[i]), cmap="gray", vmin=None)
+            show_pixels(ax, images[i])
             if titles is not None:
                 ax.set_title(str(titles[i]), fontsize=8)
             if landmarks is not None and landmarks[i] is not None:
@@ -92,7 +110,7 @@ def overlay_attention(image, attention, ax=None, alpha: float = 0.5, cmap: str =
     ax = ax or plt.gca()
     image = _as_display(image)
     h, w = image.shape[:2]
-    ax.imshow(image, cmap="gray")
+    show_pixels(ax, image)
     ax.imshow(np.asarray(attention, dtype=float), cmap=cmap, alpha=alpha, vmin=0, vmax=1,
               extent=(-0.5, w - 0.5, h - 0.5, -0.5))
     if centers is not None:
@@ -224,7 +242,7 @@ def show_image_grid(images, row_names, col_names, landmarks=None, size: float = 
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols + 0.8, size * rows + 0.4),
                              squeeze=False)
     for k, ax in enumerate(axes.flat):
-        ax.imshow(_as_display(images[k]), cmap="gray", vmin=0, vmax=255)
+        show_pixels(ax, images[k])
         if landmarks is not None:
             plot_landmarks(landmarks[k], ax=ax, size=2)
         ax.set_xticks([])
