@@ -18,14 +18,14 @@ def is_package(path: Path) -> bool:
     return path.name == "__init__.py"
 
 
-def imported_names(path: Path, modules: set) -> set:
+def imported_names(path: Path, modules: set, me: str | None = None) -> set:
     """Every fer_utils module `path` imports, anywhere in the file (relative or absolute).
 
     `from .x import y` counts as an import of `x.y` when that is a module, else of `x`.
     Importing `a.b.c` also runs the packages `a.b` (their __init__): they count too, except
     the importer's own enclosing packages, which are already running when it is imported.
     """
-    me = module_name(path)
+    me = module_name(path) if me is None else me
     here = me if is_package(path) else me.rpartition(".")[0]  # the package `.` refers to
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
@@ -90,6 +90,16 @@ def test_the_graph_sees_relative_absolute_and_function_level_imports(tmp_path):
     assert "fer_utils.data.readers" in graph["fer_utils.labelling"]
     assert "fer_utils.data" in graph["fer_utils.labelling"]  # the package's __init__ runs too
     assert "fer_utils.faces" in graph["fer_utils.inference"]
+
+
+def test_absolute_imports_and_parent_packages_count(tmp_path):
+    source = tmp_path / "probe.py"
+    source.write_text("import numpy\nimport fer_utils.config\n\n\ndef f():\n"
+                      "    from fer_utils.data import readers\n    from ..faceset import FaceSet\n")
+    modules = set(import_graph())
+    found = imported_names(source, modules, me="fer_utils.models.probe")
+    assert found == {"fer_utils.config", "fer_utils.data", "fer_utils.data.readers",
+                     "fer_utils.faceset"}
 
 
 def test_the_cycle_finder_finds_a_cycle():
