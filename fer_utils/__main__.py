@@ -626,7 +626,8 @@ def _write_image_folder(faces, folder: Path) -> int:
     split); return how many."""
     from . import data
 
-    data.write_image_folder(faces, _check_output_folder(folder, "--to"))
+    data.write_image_folder(faces, _check_output_folder(folder, "--to"),
+                            by_split=faces.split is not None)
     return len(faces)
 
 

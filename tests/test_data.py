@@ -549,7 +549,7 @@ def test_flat_class_folders_still_work_and_say_so(tmp_path):
 
 def test_write_image_folder_writes_split_folders_that_load_back(tmp_path):
     fs = random_faceset(42, extras=False, split=True)
-    data.write_image_folder(fs, tmp_path / "out")
+    data.write_image_folder(fs, tmp_path / "out", by_split=True)
     assert (tmp_path / "out" / "train" / "happy").is_dir()
     back = data.load_image_folder(tmp_path / "out")
     order = np.lexsort((np.arange(len(fs)), fs.labels))  # label order, then file name order

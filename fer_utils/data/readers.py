@@ -219,7 +219,7 @@ def fit_image(image: np.ndarray, size: int, fit: str = "crop"):
     return image, (size / w, size / h, off_x, off_y)
 
 
-def write_image_folder(fs: FaceSet, path, ext: str = "png", by_split: bool | None = None) -> Path:
+def write_image_folder(fs: FaceSet, path, ext: str = "png", by_split: bool = False) -> Path:
     """Write a FaceSet as image files, one sub-folder per class, the layout `load_image_folder`
     reads back.
 
@@ -227,8 +227,9 @@ def write_image_folder(fs: FaceSet, path, ext: str = "png", by_split: bool | Non
         fs: the faces.
         path: the destination folder (created).
         ext: image format by extension ("png" keeps the pixels exactly).
-        by_split: write `path/<split>/<class>/<index>.<ext>` (split folders, every class folder
-            in every split); default: when `fs.split` is set. Else `path/<class>/<index>.<ext>`.
+        by_split: write split folders `path/<split>/<class>/<index>.<ext>` (every class folder
+            in every split; needs `fs.split`), which load back with their split; default:
+            class folders `path/<class>/<index>.<ext>`.
 
     Returns:
         The folder written.
@@ -240,7 +241,6 @@ def write_image_folder(fs: FaceSet, path, ext: str = "png", by_split: bool | Non
                          f"{', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)}")
     if root.exists() and not root.is_dir():
         raise DataError(f"write_image_folder: {root} is a file, not a folder")
-    by_split = fs.split is not None if by_split is None else bool(by_split)
     if by_split and fs.split is None:
         raise ValueError("write_image_folder: by_split=True needs a FaceSet with `split`")
     splits = [s for s in SPLITS if s in set(fs.split)] + sorted(set(fs.split) - set(SPLITS)) \
