@@ -538,14 +538,32 @@ def _background(scene: dict, canvas: int, channels: int) -> np.ndarray:
     return np.ascontiguousarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
+# The forehead's top, in face units (the hair's outline starts there too).
+_TOP_Y = -1.45
+
+
 def _draw_face(paint: _Painter, proj: _Projector, p: np.ndarray, p0: np.ndarray, ident: dict,
                v: np.ndarray, scene: dict, z: np.ndarray, blur_base) -> None:
-    """Draw the whole head from the moved landmarks `p` (face units)."""
+    """Draw the whole head from the moved landmarks `p` (face units), back to front."""
     a = dict(zip(ALL_AUS, v))
+    _draw_head(paint, proj, p, ident, scene, z, a)
+    blur_base()
+    _draw_hair(paint, proj, p, ident)
+    _draw_wrinkles(paint, proj, p, ident["skin"], a)
+    _draw_nose(paint, proj, p, ident["skin"], z, a)
+    _draw_folds(paint, proj, p, ident["skin"], a)
+    _draw_eyes(paint, proj, p, p0, ident, z, a)
+    _draw_brows(paint, proj, p, ident, z)
+    _draw_mouth(paint, proj, p, ident, z, a)
+
+
+def _draw_head(paint: _Painter, proj: _Projector, p: np.ndarray, ident: dict, scene: dict,
+               z: np.ndarray, a: dict) -> None:
+    """Hair behind the head, neck and clothes, ears, the face's skin, cheeks, eye sockets."""
     skin, hair = ident["skin"], ident["hair"]
     fw = ident["face_w"]
     style = ident["hair_style"]
-    top_y = -1.45
+    top_y = _TOP_Y
     # Hair behind the head (long styles).
     if style in (2, 3):
         back = np.concatenate([[[-1.25 * fw, 2.3]], _arc(0, 0.1, 1.2 * fw, 1.65, math.pi, 0, 16),
@@ -586,8 +604,12 @@ def _draw_face(paint: _Painter, proj: _Projector, p: np.ndarray, p0: np.ndarray,
         c = proj([p[eye].mean(axis=0) + [0, -0.04]], 0.1)[0]
         paint.ellipse(c, (0.22 * proj.unit, 0.12 * proj.unit), _proj_angle(proj),
                       _shade(skin, 0.93))
-    blur_base()
-    # Hair on top of the head.
+
+
+def _draw_hair(paint: _Painter, proj: _Projector, p: np.ndarray, ident: dict) -> None:
+    """Hair on top of the head (every style but bald), in front of the blurred base."""
+    style, hair, top_y = ident["hair_style"], ident["hair"], _TOP_Y
+    jaw = p[_JAW]
     if style != 4:
         hl = ident["hairline"] if style != 1 else max(ident["hairline"], -0.62) + 0.1
         part = ident["hair_part"] if style == 3 else 0.0
@@ -601,7 +623,10 @@ def _draw_face(paint: _Painter, proj: _Projector, p: np.ndarray, p0: np.ndarray,
         temple = np.array([[-half * 1.02, jaw[0, 1] - 0.05], [half * 1.02, jaw[0, 1] - 0.05]])
         poly = np.concatenate([outer, temple[:1], hairline, temple[1:]])
         paint.poly(proj(poly, -0.1), hair)
-    # Forehead wrinkles (AU1/AU2), glabella lines (AU4).
+
+
+def _draw_wrinkles(paint: _Painter, proj: _Projector, p: np.ndarray, skin, a: dict) -> None:
+    """Forehead wrinkles (AU1/AU2) and glabella lines (AU4)."""
     brow_y = p[_BROWS, 1].mean()
     fw_k = max(a[1], a[2])
     if fw_k > 0.1:
@@ -618,7 +643,11 @@ def _draw_face(paint: _Painter, proj: _Projector, p: np.ndarray, p0: np.ndarray,
             x = side * (abs(p[21, 0]) - 0.05)
             seg = np.array([[x, p[21, 1] + 0.03], [x * 0.8, p[21, 1] - 0.14]])
             paint.line(proj(seg, 0.3), col, proj.px(0.025))
-    # Nose.
+
+
+def _draw_nose(paint: _Painter, proj: _Projector, p: np.ndarray, skin, z: np.ndarray,
+               a: dict) -> None:
+    """Nose bridge, base, wings and nostrils; nose wrinkles (AU9)."""
     nose_col = _shade(skin, 0.72)
     paint.line(proj(p[[27, 28, 29]] + [0.07, 0], z[[27, 28, 29]]), _shade(skin, 0.94),
                proj.px(0.025))
@@ -635,7 +664,10 @@ def _draw_face(paint: _Painter, proj: _Projector, p: np.ndarray, p0: np.ndarray,
         for i in (27, 28):
             seg = np.array([p[i] + [-0.09, 0.02], p[i] + [0, -0.01], p[i] + [0.09, 0.02]])
             paint.line(proj(seg, z[i]), col, proj.px(0.025))
-    # Nasolabial folds (AU6/9/10/12), dimples (AU14), marionette lines (AU15), chin (AU17).
+
+
+def _draw_folds(paint: _Painter, proj: _Projector, p: np.ndarray, skin, a: dict) -> None:
+    """Nasolabial folds (AU6/9/10/12), dimples (AU14), marionette lines (AU15), chin (AU17)."""
     fold = 0.04 + 0.55 * max(0.6 * a[6], a[9], a[10], a[12])
     for side, wing, corner in ((-1, 31, 48), (1, 35, 54)):
         start = p[wing] + [side * 0.08, -0.03]
@@ -653,7 +685,12 @@ def _draw_face(paint: _Painter, proj: _Projector, p: np.ndarray, p0: np.ndarray,
     chin = np.array([p[58] + [-0.03, 0.09], p[57] + [0, 0.11 - 0.02 * a[17]],
                      p[56] + [0.03, 0.09]])
     paint.line(proj(chin, 0.3), _shade(skin, 0.92 - 0.3 * a[17]), proj.px(0.035))
-    # Eyes: sclera, iris clipped by the lids, lid lines, crease, crow's feet (AU6).
+
+
+def _draw_eyes(paint: _Painter, proj: _Projector, p: np.ndarray, p0: np.ndarray, ident: dict,
+               z: np.ndarray, a: dict) -> None:
+    """Sclera, iris clipped by the lids, lid lines, crease, crow's feet (AU6)."""
+    skin, hair = ident["skin"], ident["hair"]
     for eye, outer_i in ((np.arange(36, 42), 36), (np.arange(42, 48), 45)):
         pts = proj(p[eye], z[eye])
         paint.poly(pts, (225, 222, 215))
@@ -688,7 +725,12 @@ def _draw_face(paint: _Painter, proj: _Projector, p: np.ndarray, p0: np.ndarray,
         under = p[eye[[3, 4, 5, 0]]] + [0, 0.07]
         paint.line(proj(under, z[eye[[3, 4, 5, 0]]]),
                    _shade(skin, 0.93 - 0.25 * max(a[6], a[7])), proj.px(0.025))
-    # Brows: tapered polygons.
+
+
+def _draw_brows(paint: _Painter, proj: _Projector, p: np.ndarray, ident: dict,
+                z: np.ndarray) -> None:
+    """Brows: tapered polygons along the brow landmarks."""
+    skin, hair = ident["skin"], ident["hair"]
     brow_col = _shade(_mix(hair, skin, 0.2), 0.9)
     for brow in (np.arange(17, 22), np.arange(26, 21, -1)):
         centre_line = p[brow]
@@ -697,7 +739,12 @@ def _draw_face(paint: _Painter, proj: _Projector, p: np.ndarray, p0: np.ndarray,
         lower = centre_line + np.stack([np.zeros(5), th / 2], axis=1)
         poly = np.concatenate([upper, lower[::-1]])
         paint.poly(proj(poly, np.concatenate([z[brow], z[brow[::-1]]])), brow_col)
-    # Mouth.
+
+
+def _draw_mouth(paint: _Painter, proj: _Projector, p: np.ndarray, ident: dict, z: np.ndarray,
+                a: dict) -> None:
+    """Lips, the open mouth with teeth (clipped to the inner lips) or the closed seam; AU24."""
+    skin = ident["skin"]
     lip = _mix(skin, (175, 60, 70), ident["lip"])
     outer = proj(p[48:60], z[48:60])
     paint.poly(outer, lip)
@@ -1042,6 +1089,70 @@ def cache_path(n: int, seed: int = 0, size: int = 48, channels: int = 1,
     return Path(data_dir) / "synthetic" / name
 
 
+def _read_cache(path: Path, n: int, size: int, channels: int, source: str):
+    """The cached FaceSet at `path` when it matches (n, size, channels), else None."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            fs = FaceSet(images=z["images"], labels=z["labels"], aus=z["aus"],
+                         landmarks=z["landmarks"], intensity=z["intensity"], source=source)
+        if len(fs) == n and fs.image_shape == (size, size, channels):
+            return fs
+    except Exception as err:  # a damaged cache is rendered again
+        warnings.warn(f"ignoring unreadable synthetic cache {path}: {err}", stacklevel=3)
+    return None
+
+
+def _write_cache(path: Path, fs: FaceSet) -> None:
+    """Save `fs` at `path` (atomically); a folder that cannot be written only warns."""
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, images=fs.images, labels=fs.labels, aus=fs.aus,
+                 landmarks=fs.landmarks, intensity=fs.intensity)
+        os.replace(tmp, path)
+    except OSError as err:  # the cache only saves time: a read-only data folder is fine
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        warnings.warn(f"cannot write the synthetic cache {path} ({err}); the faces are "
+                      f"rendered again next time", stacklevel=3)
+
+
+def _render_jobs(jobs: list, n: int, size: int, channels: int, workers: int, progress: bool):
+    """Render every job (in a pool of fresh worker processes when workers > 1), with a bar."""
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc=f"rendering {n} synthetic faces", unit="face")
+    results = []
+    try:
+        if workers == 1 or len(jobs) <= 1:
+            for job in jobs:
+                for k in range(0, len(job[2]), 50):  # small steps so the bar moves smoothly
+                    sub = (job[0], job[1] + k, job[2][k:k + 50], job[3], job[4])
+                    results.append(_render_chunk(sub))
+                    if bar is not None:
+                        bar.update(len(sub[2]))
+        else:
+            with _pool_context().Pool(workers, initializer=_worker_init) as pool:
+                for res in pool.imap(_render_chunk, jobs):
+                    results.append(res)
+                    if bar is not None:
+                        bar.update(len(res[0]))
+    finally:
+        if bar is not None:
+            bar.close()
+    if results:
+        return tuple(np.concatenate(parts) for parts in zip(*results))
+    return (np.zeros((0, size, size, channels), np.uint8),
+            np.zeros((0, len(BP4D_AUS)), np.float32), np.zeros((0, 68, 2), np.float32),
+            np.zeros(0, np.float32))
+
+
 def make_dataset(n: int, seed: int = 0, size: int = 48, channels: int = 1, cache: bool = True,
                  data_dir=None, progress: bool = True, class_balance: str = "uniform",
                  workers: int | None = None) -> FaceSet:
@@ -1082,65 +1193,17 @@ def make_dataset(n: int, seed: int = 0, size: int = 48, channels: int = 1, cache
     n, seed, size = int(n), int(seed), int(size)
     source = f"synthetic (seed={seed})"
     path = cache_path(n, seed, size, channels, class_balance, data_dir) if cache else None
-    if path is not None and path.is_file():
-        try:
-            with np.load(path) as z:
-                fs = FaceSet(images=z["images"], labels=z["labels"], aus=z["aus"],
-                             landmarks=z["landmarks"], intensity=z["intensity"], source=source)
-            if len(fs) == n and fs.image_shape == (size, size, channels):
-                return fs
-        except Exception as err:  # a damaged cache is rendered again
-            warnings.warn(f"ignoring unreadable synthetic cache {path}: {err}", stacklevel=2)
+    cached = _read_cache(path, n, size, channels, source) if path is not None else None
+    if cached is not None:
+        return cached
     labels = _labels(n, seed, class_balance)
-    starts = list(range(0, n, _CHUNK))
-    jobs = [(seed, s, labels[s:s + _CHUNK], size, channels) for s in starts]
+    jobs = [(seed, s, labels[s:s + _CHUNK], size, channels) for s in range(0, n, _CHUNK)]
     if workers is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         workers = 1 if n < _SERIAL_BELOW else max(1, min(4, cores or 1))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n, desc=f"rendering {n} synthetic faces", unit="face")
-    results = []
-    try:
-        if workers == 1 or len(jobs) <= 1:
-            for job in jobs:
-                for k in range(0, len(job[2]), 50):  # small steps so the bar moves smoothly
-                    sub = (job[0], job[1] + k, job[2][k:k + 50], job[3], job[4])
-                    results.append(_render_chunk(sub))
-                    if bar is not None:
-                        bar.update(len(sub[2]))
-        else:
-            with _pool_context().Pool(workers, initializer=_worker_init) as pool:
-                for res in pool.imap(_render_chunk, jobs):
-                    results.append(res)
-                    if bar is not None:
-                        bar.update(len(res[0]))
-    finally:
-        if bar is not None:
-            bar.close()
-    if results:
-        images, aus, landmarks, intensity = (np.concatenate(parts) for parts in zip(*results))
-    else:
-        images = np.zeros((0, size, size, channels), np.uint8)
-        aus = np.zeros((0, len(BP4D_AUS)), np.float32)
-        landmarks = np.zeros((0, 68, 2), np.float32)
-        intensity = np.zeros(0, np.float32)
+    images, aus, landmarks, intensity = _render_jobs(jobs, n, size, channels, workers, progress)
     fs = FaceSet(images=images, labels=labels, aus=aus, landmarks=landmarks, intensity=intensity,
                  source=source)
     if path is not None:
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(tmp, images=fs.images, labels=fs.labels, aus=fs.aus,
-                     landmarks=fs.landmarks, intensity=fs.intensity)
-            os.replace(tmp, path)
-        except OSError as err:  # the cache only saves time: a read-only data folder is fine
-            try:
-                tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
-            warnings.warn(f"cannot write the synthetic cache {path} ({err}); the faces are "
-                          f"rendered again next time", stacklevel=2)
+        _write_cache(path, fs)
     return fs
