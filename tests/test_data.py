@@ -752,3 +752,15 @@ def test_fit_face_crops_like_predict_and_names_photos_without_a_face(tmp_path):
     assert len(boxes) == 1  # the mission patch (score < 0.5) is not a second face
     with pytest.raises(ValueError, match="fit"):
         data.load_au_csv(tmp_path / "x.csv", fit="face")
+
+
+def test_au_csv_for_vgg_is_read_in_colour_at_vgg_size(tmp_path):
+    header, rows = write_au_set(tmp_path, n=2)  # 100×80 colour pictures with landmarks
+    (tmp_path / "aus.csv").write_text(",".join(header) + "\n" + "\n".join(rows) + "\n")
+    settings = folder_settings(tmp_path, "synthetic")
+    small = data.load_dataset(f"au-csv:{tmp_path / 'aus.csv'}", profile=tiny_profile(),
+                              settings=settings, progress=False)
+    vgg = data.load_dataset(f"au-csv:{tmp_path / 'aus.csv'}", profile=tiny_profile(),
+                            settings=settings, progress=False, for_model="vgg")
+    assert small.image_shape == (48, 48, 1) and vgg.image_shape == (64, 64, 3)
+    np.testing.assert_allclose(vgg.landmarks, small.landmarks * 64 / 48, atol=1e-3)

@@ -115,3 +115,21 @@ def test_faceset_is_a_leaf():
 def test_no_import_cycle_among_fer_utils_modules():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def reachable(graph: dict, start: str) -> set:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_loaders_do_not_import_inference_or_models():
+    """fit='face' crops through fer_utils.faces, the module predict uses, not via inference."""
+    graph = import_graph()
+    assert "fer_utils.faces" in reachable(graph, "fer_utils.data")
+    assert not {"fer_utils.inference", "fer_utils.models", "fer_utils.train"} & \
+        reachable(graph, "fer_utils.data")

@@ -8,6 +8,7 @@ The package is split by role; every public name is re-exported here, so `fu.data
 - `fer2013`, `folders`, `au_csv`: the loaders of each kind of set; `loaders`: `load_dataset`.
 - `splits`: subsampling, group-aware `split`, counts, exact duplicates.
 - `pipeline`: `to_tf_dataset` and the VGG preprocessing; `normalise`: normalisation helpers.
+- `fetch`: `fetch_fer2013`, the public Kaggle copies (imported on use: `fer_utils.data.fetch`).
 """
 
 from ..faceset import (AU_NAMES, AU_PRESENT_THRESHOLD, BP4D_AUS, EXPRESSIONS, SPLITS, DataError,
