@@ -384,7 +384,7 @@ def test_tensorboard_lists_the_runs_the_notebooks_wrote(browser, browser_runs):
         page.context.close()
 
 
-def test_container_test_command_passes(stack):
+def test_container_test_command_passes(stack, request):
     """`compose run --rm lab pytest ...`: tests + a notebook, as the learner's user."""
     _stop_services(stack)
     notebooks = [nb for nb in CONTAINER_NOTEBOOKS if (ROOT / nb).is_file()][:1]
@@ -392,8 +392,8 @@ def test_container_test_command_passes(stack):
     command = ["pytest", "-p", "no:cacheprovider", "-q", *CONTAINER_TESTS, *notebooks]
     start = time.monotonic()
     proc = stack["compose"]("run", "--rm", "lab", *command, timeout=900)
-    print(f"\ndocker smoke test: `compose run --rm lab {shlex.join(command)}` "
-          f"took {time.monotonic() - start:.0f} s")
+    _report(request.config, f"docker smoke test: `compose run --rm lab {shlex.join(command)}` "
+                            f"took {time.monotonic() - start:.0f} s")
     assert proc.returncode == 0, f"container test command failed:\n{_tail(proc, 6000)}"
     assert re.search(r"\d+ passed", proc.stdout), proc.stdout[-2000:]
     assert "failed" not in proc.stdout.splitlines()[-1]
