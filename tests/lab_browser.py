@@ -189,7 +189,7 @@ class LabBrowser:
             time.sleep(0.3)
         raise TimeoutError("Run All Cells started nothing within 60 s (kernel never busy)")
 
-    def _wait_settled(self, page, kernel_id, deadline, quiet: float = 3.0) -> float:
+    def _wait_settled(self, page, kernel_id, deadline, quiet: float = 2.0) -> float:
         """Wait until the kernel is idle, no prompt shows [*] and nothing happened for `quiet` s.
 
         Returns the time (monotonic) of the kernel's last activity: when the run ended.
@@ -206,7 +206,7 @@ class LabBrowser:
                     and time.monotonic() - since >= quiet):
                 return since
             self._fail_on_dialog(page)
-            time.sleep(1.0)
+            time.sleep(0.5)
         queued = [p for p in self._prompts(page) if "*" in p]
         raise TimeoutError(f"still running when the time ran out (kernel "
                            f"{kernel['execution_state']}, {len(queued)} cell(s) at [*])")
