@@ -42,8 +42,9 @@ RUN groupadd --gid 1000 learner \
 
 # Dependencies before the code, so editing the course does not re-install TensorFlow.
 COPY requirements.txt /tmp/requirements.txt
-# why: sed swaps the TensorFlow wheel when TF_PACKAGE asks for another build (GPU override).
-RUN sed -i "s|^tensorflow-cpu==.*|${TF_PACKAGE}|" /tmp/requirements.txt \
+# why: sed swaps the TensorFlow wheel when TF_PACKAGE asks for another build (GPU override),
+# and drops playwright (165 MB): the browser test drives the container from the host.
+RUN sed -i -e "s|^tensorflow-cpu==.*|${TF_PACKAGE}|" -e "/^playwright==/d" /tmp/requirements.txt \
  && grep -qxF "${TF_PACKAGE}" /tmp/requirements.txt \
  && pip install --no-cache-dir -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt

@@ -99,7 +99,8 @@ def au_explorer(aus=EXPLORER_AUS, identity_seed: int = 0, size: int = 160, chann
         live: force the live widget (True) or the static grid (False); default `widgets_live()`.
 
     Returns:
-        The ipywidgets box (live) or the static matplotlib Figure of `au_grid`.
+        The ipywidgets box (live; CSS class `fer-au-explorer`) or the static matplotlib
+        Figure of `au_grid`.
     """
     aus = tuple(int(a) for a in aus)
     live = widgets_live() if live is None else live
@@ -144,8 +145,10 @@ def au_explorer(aus=EXPLORER_AUS, identity_seed: int = 0, size: int = 160, chann
     reset.on_click(neutral)
     columns = [widgets.VBox([s for au, s in sliders.items()][i::2]) for i in range(2)]
     redraw()
-    return widgets.HBox([widgets.VBox([*columns, widgets.HBox([identity, show_marks, reset])]),
-                         output])
+    box = widgets.HBox([widgets.VBox([*columns, widgets.HBox([identity, show_marks, reset])]),
+                        output])
+    box.add_class("fer-au-explorer")  # a handle for pages and browser tests
+    return box
 
 
 class LabellingTool:
@@ -176,16 +179,20 @@ class LabellingTool:
         return Path(os.path.relpath(file, self.csv_path.parent)).as_posix()
 
     def _labelled(self) -> list:
+        return list(self.labels())
+
+    def labels(self) -> dict:
+        """The labels in the CSV so far: {image path relative to the CSV's folder: class}."""
         if not self.csv_path.is_file():
-            return []
+            return {}
         with open(self.csv_path, newline="") as handle:
             reader = csv.DictReader(handle)
             if reader.fieldnames is None:  # an empty file: label() writes the header
-                return []
+                return {}
             if "image" not in reader.fieldnames:
                 raise ValueError(f"LabellingTool: {self.csv_path} has no 'image' column (header "
                                  f"{reader.fieldnames}); expected 'image,expression'")
-            return [row["image"] for row in reader]
+            return {row["image"]: row.get("expression") for row in reader}
 
     @property
     def current(self) -> Path | None:
@@ -244,10 +251,15 @@ class LabellingTool:
             picture.layout.visibility = "hidden"
             return
         picture.value = self._picture()
-        status.value = f"{self.current.name} — {self.remaining} left"
+        status.value = (f"{self.current.name} — {self.remaining} left; labels go to "
+                        f"<code>{self.csv_path}</code>")
 
     def widget(self):
-        """The live labelling widget: the image, a button per class and a skip button."""
+        """The live labelling widget: the image, a button per class and a skip button.
+
+        The box carries the CSS class `fer-labelling-tool` and each class button
+        `fer-label-button`, so a page (or a browser test) can find them.
+        """
         import ipywidgets as widgets
 
         picture = widgets.Image(format="png", width=self.display_size,
@@ -255,7 +267,9 @@ class LabellingTool:
         status = widgets.HTML()
         buttons = []
         for name in self.class_names:
-            button = widgets.Button(description=name, layout=widgets.Layout(width="90px"))
+            button = widgets.Button(description=name, tooltip=f"label this image '{name}'",
+                                    layout=widgets.Layout(width="90px"))
+            button.add_class("fer-label-button")
             button.on_click(lambda _, n=name: self.label(n))
             buttons.append(button)
         skip = widgets.Button(description="skip", button_style="warning",
@@ -263,7 +277,9 @@ class LabellingTool:
         skip.on_click(lambda _: self.skip())
         self._widget = (picture, status)
         self._refresh()
-        return widgets.VBox([status, picture, widgets.HBox(buttons + [skip])])
+        box = widgets.VBox([status, picture, widgets.HBox(buttons + [skip])])
+        box.add_class("fer-labelling-tool")
+        return box
 
     def show(self, live: bool | None = None):
         """The live widget when a frontend can show it, else a static grid of what is left."""

@@ -4,6 +4,15 @@ Runs when a Docker engine and the compose command answer; skipped with the reaso
 The compose command comes from `FER_COMPOSE` (default `docker compose`); on this project's CI
 machine it is `bash ../shared/tools/docker-harness compose` (host network, compose v1).
 Every subprocess has a timeout: the test never hangs on a missing or stuck engine.
+
+The browser part (design.md §8): while both services are up, Debian's Chromium, driven by
+Playwright (tests/lab_browser.py), opens every notebook in the container's JupyterLab with the
+token URL, runs Run ▸ Run All Cells in the ci profile, saves, and the saved file must show every
+code cell run without an error output. The notebooks run as copies under logs/ (git-ignored,
+mounted) so the committed ones never get outputs. Then the AU explorer and the labelling widget
+must be live widgets, a click on a class button must write its row to the labels CSV, and
+TensorBoard must list the runs the notebooks wrote. Without Chromium or Playwright (but with
+Docker) these tests fail and say what to install.
 """
 
 from __future__ import annotations
@@ -21,6 +30,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+import lab_browser
+from fer_utils import labelling
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -45,6 +57,18 @@ TOKEN_URL = re.compile(r"http://127\.0\.0\.1:8888/lab\?token=([0-9a-f]{32,})")
 # host network `compose run` refuses while they are up).
 CONTAINER_TESTS = ["tests/test_config.py"]
 CONTAINER_NOTEBOOKS = ["notebooks/00_setup_and_data.ipynb", "notebooks/90_appendix_tflearn_vgg16.ipynb"]
+
+
+def _report(config, line: str) -> None:
+    """Print a figure in pytest's output even when the test passes (captured prints are not)."""
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if reporter is None or capture is None:  # pragma: no cover - e.g. xdist workers
+        print(line)
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.ensure_newline()
+        reporter.write_line(line)
 
 
 def _run(args, timeout, env=None, input=None, cwd=ROOT):
@@ -102,7 +126,7 @@ def _get(url, token=None, timeout=10):
 
 
 @pytest.fixture(scope="module")
-def stack():
+def stack(request):
     """Build the image and `up -d` both services; `down` at the end. Yields the compose env."""
     problem = _engine_problem()
     if problem:
@@ -121,7 +145,7 @@ def stack():
     build = compose("build", timeout=BUILD_TIMEOUT)
     build_s = time.monotonic() - start
     assert build.returncode == 0, f"image build failed:\n{_tail(build)}"
-    print(f"\ndocker smoke test: image built in {build_s:.0f} s")
+    _report(request.config, f"docker smoke test: image built in {build_s:.0f} s")
     try:
         up = compose("up", "-d")
         assert up.returncode == 0, f"`compose up -d` failed:\n{_tail(up)}"
@@ -209,7 +233,158 @@ def test_tensorboard_serves_the_same_logs(stack):
     assert json.loads(body)["data_location"] == "/course/logs"
 
 
-def test_container_test_command_passes(stack):
+# -- The course in a browser ------------------------------------------------------------------
+
+NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+# Working copies: Run All + save writes outputs, which the committed notebooks must never get.
+# Under logs/ because it is mounted (the host reads what JupyterLab saved) and git-ignored;
+# kernels find fer_utils there through the image's PYTHONPATH=/course and their data through
+# FER_DATA_DIR / FER_LOG_DIR, exactly as from notebooks/.
+COPIES = ROOT / "logs" / "browser-notebooks"
+SCREENSHOTS = ROOT / "logs" / "browser-screenshots"  # what the page showed when a check failed
+NOTEBOOK_TIMEOUT = int(os.environ.get("FER_BROWSER_NOTEBOOK_TIMEOUT", "900"))
+WIDGET_NOTEBOOK = "00_setup_and_data.ipynb"  # the AU explorer and the labelling widget
+STATUS = re.compile(r"^(?P<image>\S+) — (?P<left>\d+) left; labels go to (?P<csv>\S+\.csv)")
+
+
+@pytest.fixture(scope="module")
+def browser(stack):
+    """Chromium logged in to the container's JupyterLab (token from `compose logs lab`)."""
+    problem = lab_browser.browser_problem()
+    if problem:
+        pytest.fail(f"the browser test cannot run: {problem}")
+    _wait_healthy(stack, "lab")
+    driver = lab_browser.LabBrowser(LAB, _lab_token(stack), ROOT, SCREENSHOTS).start()
+    yield driver
+    driver.close()
+
+
+@pytest.fixture(scope="module")
+def browser_runs(browser, request):
+    """Every notebook: a fresh copy, opened in JupyterLab, Run All Cells, saved, checked."""
+    shutil.rmtree(COPIES, ignore_errors=True)
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
+    COPIES.mkdir(parents=True)
+    started = time.time()
+    runs = {}
+    for name in NOTEBOOKS:
+        run = browser.run_notebook(ROOT / "notebooks" / name, COPIES, NOTEBOOK_TIMEOUT,
+                                   keep_open=name == WIDGET_NOTEBOOK)
+        runs[name] = run
+        verdict = "ok" if not run.problems else f"{len(run.problems)} problem(s)"
+        _report(request.config, f"browser: {name}: Run All Cells {run.seconds:.0f} s, "
+                                f"{run.cells} code cells, {verdict}")
+    _report(request.config, f"browser: {len(runs)} notebooks in {time.time() - started:.0f} s "
+                            f"(open, Run All Cells, save, check)")
+    yield {"runs": runs, "started": started}
+    for run in runs.values():  # later tests stop the services: the server may be gone
+        if run.page is not None:
+            browser.shut_down(run.page, run.path.relative_to(ROOT).as_posix(),
+                              server_may_be_gone=True)
+
+
+def _failure(browser, page, what: str, message: str) -> str:
+    shot = browser.screenshot(page, what)
+    return f"{message}\nscreenshot of the page: {shot or '(none: the page is gone)'}"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_run_all_cells_in_jupyterlab(browser_runs, name):
+    """Run ▸ Run All Cells in the browser, saved: every code cell ran, none shows an error."""
+    run = browser_runs["runs"][name]
+    assert not run.problems, (f"{name} in JupyterLab (copy {run.path}):\n" + "\n".join(
+        run.problems) + f"\nscreenshot of the page: {run.screenshot or '(none)'}")
+    assert run.cells > 0, f"{name} saved without code cells"
+
+
+def _widget_page(browser_runs):
+    run = browser_runs["runs"][WIDGET_NOTEBOOK]
+    if run.page is None:
+        pytest.fail(f"{WIDGET_NOTEBOOK} did not run cleanly in the browser (see "
+                    f"test_run_all_cells_in_jupyterlab[{WIDGET_NOTEBOOK}]): no widgets to check")
+    return run.page
+
+
+def test_au_explorer_is_a_live_widget(browser, browser_runs):
+    """Sliders per AU render; moving one makes the kernel redraw the face."""
+    page = _widget_page(browser_runs)
+    explorer = page.locator(".fer-au-explorer")
+    assert explorer.count() == 1, _failure(browser, page, "au-explorer",
+                                           "no live AU explorer (.fer-au-explorer) on the page")
+    # textContent, not innerText: off-screen cells are not laid out (content-visibility)
+    labels = explorer.locator(".widget-slider .widget-label").all_text_contents()
+    au_sliders = [text for text in labels if re.fullmatch(r"AU\d+", text.strip())]
+    assert len(au_sliders) >= 2, _failure(browser, page, "au-explorer",
+                                          f"AU explorer slider labels: {labels}")
+    picture = explorer.locator(".widget-output img")
+    assert picture.count() == 1, _failure(browser, page, "au-explorer",
+                                          "the AU explorer shows no face")
+    before = picture.first.get_attribute("src")
+    handle = explorer.locator(".widget-slider .noUi-handle").first
+    lab_browser.bring_into_view(handle)
+    handle.focus()
+    page.keyboard.press("ArrowRight")  # one step up: the kernel redraws the face
+    changed = lab_browser.wait_for(lambda: picture.first.get_attribute("src") != before, 30)
+    readout = explorer.locator(".widget-slider .widget-readout").first.text_content()
+    assert changed, _failure(browser, page, "au-explorer", f"moving the {au_sliders[0]} "
+                             f"slider (now {readout}) did not redraw the face")
+
+
+def test_labelling_widget_click_writes_the_labels_csv(browser, browser_runs):
+    """A click on a class button appends (image, class) to the CSV; the widget moves on."""
+    page = _widget_page(browser_runs)
+    tool = page.locator(".fer-labelling-tool")
+    assert tool.count() == 1, _failure(browser, page, "labelling",
+                                       "no live labelling widget (.fer-labelling-tool)")
+    lab_browser.bring_into_view(tool)
+    buttons = tool.locator(".fer-label-button")
+    names = [text.strip() for text in buttons.all_text_contents()]
+    assert names == list(labelling.EXPRESSIONS), _failure(browser, page, "labelling",
+                                                          f"class buttons: {names}")
+    status = tool.locator(".widget-html").first
+    shown = STATUS.match(status.text_content().strip())
+    assert shown, _failure(browser, page, "labelling",
+                           f"status line: {status.text_content()!r}")
+    csv_path = browser.host_path(shown["csv"])
+    rows = csv_path.read_text().splitlines()
+    choice = "surprise"
+    buttons.filter(has_text=choice).click()
+    after = lab_browser.wait_for(lambda: csv_path.read_text().splitlines()[len(rows):], 30)
+    assert after, _failure(browser, page, "labelling",
+                           f"clicking {choice!r} wrote nothing to {csv_path}")
+    image, label = after[-1].rsplit(",", 1)
+    assert len(after) == 1 and Path(image).name == shown["image"] and label == choice, after
+    left = int(shown["left"]) - 1
+    moved = lab_browser.wait_for(lambda: f"{left} left" in status.text_content()
+                                 or "All done" in status.text_content(), 30)
+    assert moved, _failure(browser, page, "labelling",
+                           f"the widget did not move on: {status.text_content()!r}")
+
+
+def test_tensorboard_lists_the_runs_the_notebooks_wrote(browser, browser_runs):
+    """Runs the notebooks wrote under logs/: in TensorBoard's HTTP API and on its page."""
+    logs = ROOT / "logs"
+    written = {p.parent.relative_to(logs).as_posix() for p in logs.rglob("events.out.tfevents*")
+               if p.stat().st_mtime >= browser_runs["started"] - 1}
+    assert written, "the notebooks wrote no TensorBoard run under logs/ in the browser run"
+    runs_api = f"{TENSORBOARD}/data/runs"  # what TensorBoard's run selector is filled from
+    listed = lab_browser.wait_for(
+        lambda: written <= set(lab_browser.get_json(runs_api) or []), timeout=120, interval=3)
+    missing = written - set(lab_browser.get_json(runs_api) or [])
+    assert listed, f"TensorBoard ({runs_api}) does not list {sorted(missing)}"
+    page = browser.new_page()
+    try:
+        page.goto(f"{TENSORBOARD}/#timeseries")
+        selector = page.locator("runs-selector")  # the run list left of the charts
+        shown = lab_browser.wait_for(
+            lambda: all(selector.get_by_text(run, exact=True).count() for run in written), 60)
+        assert shown, _failure(browser, page, "tensorboard", f"TensorBoard's run list does "
+                               f"not show all of {sorted(written)}")
+    finally:
+        page.context.close()
+
+
+def test_container_test_command_passes(stack, request):
     """`compose run --rm lab pytest ...`: tests + a notebook, as the learner's user."""
     _stop_services(stack)
     notebooks = [nb for nb in CONTAINER_NOTEBOOKS if (ROOT / nb).is_file()][:1]
@@ -217,8 +392,8 @@ def test_container_test_command_passes(stack):
     command = ["pytest", "-p", "no:cacheprovider", "-q", *CONTAINER_TESTS, *notebooks]
     start = time.monotonic()
     proc = stack["compose"]("run", "--rm", "lab", *command, timeout=900)
-    print(f"\ndocker smoke test: `compose run --rm lab {shlex.join(command)}` "
-          f"took {time.monotonic() - start:.0f} s")
+    _report(request.config, f"docker smoke test: `compose run --rm lab {shlex.join(command)}` "
+                            f"took {time.monotonic() - start:.0f} s")
     assert proc.returncode == 0, f"container test command failed:\n{_tail(proc, 6000)}"
     assert re.search(r"\d+ passed", proc.stdout), proc.stdout[-2000:]
     assert "failed" not in proc.stdout.splitlines()[-1]

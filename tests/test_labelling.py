@@ -1,5 +1,7 @@
 """fer_utils.labelling: the labelling tool writes a CSV the loaders read; the widgets' fallbacks."""
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -79,3 +81,63 @@ def test_live_widgets_build(tmp_path, photos, monkeypatch):
     first = bytes(picture.value)
     tool.label("angry")  # what a button click does
     assert bytes(picture.value) != first and "3 left" in widget.children[0].value
+
+
+def test_labels_reads_the_csv_back(tmp_path, photos):
+    csv_path = tmp_path / "labels.csv"
+    tool = labelling.LabellingTool(photos, csv_path)
+    assert tool.labels() == {}  # no CSV yet
+    tool.label("happy")
+    tool.skip()
+    tool.label("fear")
+    assert tool.labels() == {"photos/p0.png": "happy", "photos/p2.png": "fear"}
+
+
+def test_a_click_on_a_class_button_appends_the_row(tmp_path, photos):
+    """The live widget's buttons are what a learner clicks: each writes one CSV row."""
+    csv_path = tmp_path / "labels.csv"
+    tool = labelling.LabellingTool(photos, csv_path)
+    box = tool.widget()
+    assert "fer-labelling-tool" in box._dom_classes
+    status, _, row = box.children
+    buttons = {b.description: b for b in row.children}
+    assert list(buttons) == [*data.EXPRESSIONS, "skip"]
+    assert all("fer-label-button" in buttons[name]._dom_classes for name in data.EXPRESSIONS)
+    assert status.value.startswith("p0.png — 4 left") and str(csv_path) in status.value
+    buttons["surprise"].click()  # ipywidgets runs the on_click handlers, as a browser click does
+    buttons["skip"].click()
+    buttons["angry"].click()
+    assert csv_path.read_text().splitlines() == ["image,expression", "photos/p0.png,surprise",
+                                                 "photos/p2.png,angry"]
+    assert status.value.startswith("p3.png — 1 left")
+
+
+def test_au_explorer_has_a_slider_per_au():
+    box = labelling.au_explorer(aus=(1, 12, 26), live=True, size=48)
+    assert "fer-au-explorer" in box._dom_classes
+    controls, _ = box.children
+    sliders = [w for column in controls.children[:2] for w in column.children]
+    assert sorted(s.description for s in sliders) == ["AU1", "AU12", "AU26"]
+
+
+@pytest.mark.slow
+def test_notebook_00_runs_all_cells_with_live_widgets_and_no_clicks(tmp_path, monkeypatch):
+    """Run All in JupyterLab: live widgets that nobody clicks; later cells still have labels."""
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("FER_WIDGETS", "1")  # the kernel takes the JupyterLab path
+    monkeypatch.setenv("FER_DATA_DIR", str(tmp_path))
+    notebook = nbformat.read(root / "notebooks" / "00_setup_and_data.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(root / "notebooks")}}).execute()
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert all(c.execution_count for c in code)
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    shown = [c for c in code if "labelling.LabellingTool(" in c.source]
+    assert len(shown) == 1
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+               for o in shown[0].outputs)  # the live widget, not the static grid
+    rows = (tmp_path / "nb00_files" / "my_labels.csv").read_text().splitlines()
+    assert rows[0] == "image,expression" and len(rows) == 1 + 4  # labelled from code
