@@ -106,43 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
-    train = commands.add_parser(
-        "train", formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="train the course's model headless (settings from FER_*)",
-        description="Train the course's classifier on FER_DATASET with FER_PROFILE's sizes; "
-                    "writes OUT/model.keras, OUT/meta.json (what `predict` needs to crop and "
-                    "preprocess faces like the training faces) and TensorBoard logs in OUT.",
-        epilog=_multiworker_help())
-    train.add_argument("--out", type=Path,
-                       help="output folder (default: FER_LOG_DIR/cli-train-MODEL)")
-    train.add_argument("--model", choices=MODELS, default="small",
-                       help="small: the small CNN from scratch (default); vgg16: the source's "
-                            "VGG16 fine-tune (FER_WEIGHTS; with pretrained weights blocks 1-4 "
-                            "are frozen and computed once, with none every layer trains)")
-    train.add_argument("--epochs", type=_positive_int,
-                       help="epochs (default: the profile's: ci 2, laptop 12, full 60 for small; "
-                            "1/5/20 for vgg16)")
-    train.add_argument("--size", type=_positive_int,
-                       help="input size in pixels (default: the profile's: 48 for small, "
-                            "48/96/224 for vgg16)")
-    train.add_argument("--batch-size", type=_positive_int,
-                       help="batch size per replica (default: the profile's)")
-    train.add_argument("--learning-rate", type=_positive_float,
-                       help="Adam learning rate (default 1e-3 small, 1e-4 vgg16)")
-    train.add_argument("--strategy", choices=STRATEGIES, default="auto",
-                       help="auto (default): multi-worker when TF_CONFIG is set, mirrored with "
-                            "several GPUs, else one device")
-    train.add_argument("--augment", action="store_true",
-                       help="augment every batch on the fly (fer_utils.augment); vgg16 then "
-                            "runs the whole network every step instead of the cached path")
-    train.add_argument("--no-class-weights", action="store_true",
-                       help="do not weight rare classes up (class weights are on by default)")
-    train.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                       help="auto (default: bf16 where this machine measures it faster), "
-                            "fp32 or bf16 (mixed precision; weights stay float32)")
-    train.add_argument("--minutes", type=_positive_float, default=30.0,
-                       help="wall-clock budget: stop after the epoch when one more would end "
-                            "past it (default 30)")
+    _add_train_parser(commands)
 
     predict = commands.add_parser(
         "predict", help="predict the expressions of the faces in pictures",
@@ -195,6 +159,61 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--per-class", type=_positive_int, default=8,
                       help="faces per class in the sample grid (default 8)")
 
+    _add_bench_parser(commands)
+
+    fetch = commands.add_parser(
+        "fetch-weights", help="download the ImageNet VGG16 weights into the Keras cache",
+        description="Download VGG16's ImageNet weights (no top) once, e.g. while building the "
+                    "Docker image. Offline it fails fast with exit status 1; the kit then "
+                    "trains VGG16 without them (FER_WEIGHTS=none).")
+    fetch.add_argument("--timeout", type=_positive_float, default=20.0,
+                       help="seconds to wait for the server (default 20)")
+    return parser
+
+
+def _add_train_parser(commands) -> None:
+    """The `train` subcommand and its options."""
+    train = commands.add_parser(
+        "train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="train the course's model headless (settings from FER_*)",
+        description="Train the course's classifier on FER_DATASET with FER_PROFILE's sizes; "
+                    "writes OUT/model.keras, OUT/meta.json (what `predict` needs to crop and "
+                    "preprocess faces like the training faces) and TensorBoard logs in OUT.",
+        epilog=_multiworker_help())
+    train.add_argument("--out", type=Path,
+                       help="output folder (default: FER_LOG_DIR/cli-train-MODEL)")
+    train.add_argument("--model", choices=MODELS, default="small",
+                       help="small: the small CNN from scratch (default); vgg16: the source's "
+                            "VGG16 fine-tune (FER_WEIGHTS; with pretrained weights blocks 1-4 "
+                            "are frozen and computed once, with none every layer trains)")
+    train.add_argument("--epochs", type=_positive_int,
+                       help="epochs (default: the profile's: ci 2, laptop 12, full 60 for small; "
+                            "1/5/20 for vgg16)")
+    train.add_argument("--size", type=_positive_int,
+                       help="input size in pixels (default: the profile's: 48 for small, "
+                            "48/96/224 for vgg16)")
+    train.add_argument("--batch-size", type=_positive_int,
+                       help="batch size per replica (default: the profile's)")
+    train.add_argument("--learning-rate", type=_positive_float,
+                       help="Adam learning rate (default 1e-3 small, 1e-4 vgg16)")
+    train.add_argument("--strategy", choices=STRATEGIES, default="auto",
+                       help="auto (default): multi-worker when TF_CONFIG is set, mirrored with "
+                            "several GPUs, else one device")
+    train.add_argument("--augment", action="store_true",
+                       help="augment every batch on the fly (fer_utils.augment); vgg16 then "
+                            "runs the whole network every step instead of the cached path")
+    train.add_argument("--no-class-weights", action="store_true",
+                       help="do not weight rare classes up (class weights are on by default)")
+    train.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                       help="auto (default: bf16 where this machine measures it faster), "
+                            "fp32 or bf16 (mixed precision; weights stay float32)")
+    train.add_argument("--minutes", type=_positive_float, default=30.0,
+                       help="wall-clock budget: stop after the epoch when one more would end "
+                            "past it (default 30)")
+
+
+def _add_bench_parser(commands) -> None:
+    """The `bench` subcommand and its options."""
     bench = commands.add_parser(
         "bench", help="throughput on this machine: generation, augmentation, fine-tuning",
         description="Measure what a learner needs to know before starting a notebook: faces "
@@ -215,15 +234,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--augment", action="store_true",
                        help="training benchmark with on-the-fly augmentation (whole network "
                             "every step instead of the cached frozen blocks)")
-
-    fetch = commands.add_parser(
-        "fetch-weights", help="download the ImageNet VGG16 weights into the Keras cache",
-        description="Download VGG16's ImageNet weights (no top) once, e.g. while building the "
-                    "Docker image. Offline it fails fast with exit status 1; the kit then "
-                    "trains VGG16 without them (FER_WEIGHTS=none).")
-    fetch.add_argument("--timeout", type=_positive_float, default=20.0,
-                       help="seconds to wait for the server (default 20)")
-    return parser
 
 
 def _multiworker_help() -> str:
@@ -336,6 +346,7 @@ def _fit_train(args, opts: dict, strategy, model, parts, class_weight, out: Path
                           loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
         def pipeline(part, shuffle, augment=False):
+            """One part of the split as global batches for the workers."""
             return data.to_tf_dataset(part, batch_size=global_batch, shuffle=shuffle,
                                       seed=opts["seed"], image_size=opts["size"],
                                       channels=model.input_shape[-1],
@@ -487,7 +498,9 @@ def _fit_multiworker(strategy, model, train_ds, val_ds, epochs: int, class_weigh
 
     @tf.function
     def train_step(batch):
+        """One synchronised step on every replica; (loss, correct, faces) summed."""
         def replica_step(x, y):
+            """Loss, gradients and update on this replica's share of the batch."""
             y = tf.cast(tf.reshape(y, [-1]), tf.int32)
             with tf.GradientTape() as tape:
                 probs = model(x, training=True)

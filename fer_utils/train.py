@@ -461,6 +461,7 @@ class LayerwiseOptimizer(keras.optimizers.MultiOptimizer):
                 table[rate] = _make_inner(optimizer, rate, options, f"lr_{len(table)}")
 
         def selector(variable):
+            """The inner optimizer of the variable's learning rate."""
             rate, prefix = rate_for_path(variable.path, learning_rates, 0.0)
             return base_opt if prefix is None else table[rate]
 
@@ -501,6 +502,7 @@ class LayerwiseOptimizer(keras.optimizers.MultiOptimizer):
 
     @learning_rate.setter
     def learning_rate(self, value):
+        """Set the base rate; every other group keeps its ratio to it."""
         base = self._base_opt
         if not isinstance(self.base_learning_rate, (int, float)):
             raise TypeError("LayerwiseOptimizer: the base learning rate is a schedule; "
@@ -514,6 +516,7 @@ class LayerwiseOptimizer(keras.optimizers.MultiOptimizer):
                     opt.learning_rate = float(np.asarray(opt.learning_rate)) * new / old
 
     def get_config(self):
+        """The rates, inner optimizer kind and options, for saving."""
         from keras.saving import serialize_keras_object
 
         base = self.base_learning_rate
@@ -525,6 +528,7 @@ class LayerwiseOptimizer(keras.optimizers.MultiOptimizer):
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
+        """Rebuild from `get_config` (a schedule as base rate included)."""
         from keras.saving import deserialize_keras_object
 
         config = dict(config)

@@ -185,6 +185,7 @@ def _check_width(width, weights) -> float:
 def _narrowed(base, width: float):
     """A copy of the trunk with every conv's filters multiplied by `width` (at least 4)."""
     def clone(layer):
+        """A copy of `layer`; a convolution gets `width` times its filters."""
         config = layer.get_config()
         if isinstance(layer, keras.layers.Conv2D):
             config["filters"] = max(4, int(round(config["filters"] * width)))
