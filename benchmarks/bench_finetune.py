@@ -51,7 +51,7 @@ load_seconds = time.perf_counter() - t0
 r = fu.bench.train_benchmark(faces, None, int(size), int(epochs), batch_size=32,
                              weights="none", precision=precision, augment=augment == "1")
 print("KIT_RESULT " + json.dumps({"images_per_second": r.images_per_second, "path": r.path,
-      "precision": r.precision, "weights": r.weights, "seconds": r.seconds,
+      "precision": r.precision, "weights": r.model.weights_status, "seconds": r.seconds,
       "cache_seconds": r.cache_seconds, "load_seconds": load_seconds, "images": r.images}))
 """
 

@@ -86,7 +86,7 @@ def train_benchmark(train, val, size: int, epochs: int, batch_size: int = 32, we
 
     Returns:
         FitResult: `images_per_second` counts the whole run (feature caching included);
-        `result.weights` is the weights status of the VGG16 trunk.
+        `result.model.weights_status` names the VGG16 weights.
     """
     import warnings
 
@@ -104,11 +104,9 @@ def train_benchmark(train, val, size: int, epochs: int, batch_size: int = 32, we
         model = vgg.vgg16_classifier((size, size, 3), num_classes=train.num_classes,
                                      weights=weights, trainable_from="block5_conv1",
                                      verbose=False)
-    result = ftrain.fit_classifier(model, train, val, epochs=epochs, batch_size=batch_size,
-                                   precision=precision, augment=augment, cache=cache,
-                                   verbose=verbose, seed=seed)
-    result.weights = model.weights_status
-    return result
+    return ftrain.fit_classifier(model, train, val, epochs=epochs, batch_size=batch_size,
+                                 precision=precision, augment=augment, cache=cache,
+                                 verbose=verbose, seed=seed)
 
 
 def bench_train(data: str | None = None, size: int | None = None, epochs: int | None = None,
@@ -130,14 +128,15 @@ def bench_train(data: str | None = None, size: int | None = None, epochs: int | 
                              precision=precision, augment=augment, verbose=verbose,
                              seed=settings.seed)
     print(f"train: VGG16 block5+head fine-tune, {result.path} path, {result.precision}, "
-          f"{'with' if augment else 'no'} augmentation, weights {result.weights}, "
+          f"{'with' if augment else 'no'} augmentation, weights {result.model.weights_status}, "
           f"size={size} images={result.images} epochs={result.epochs} "
           f"val_accuracy={result.val_accuracy:.3f} in {result.seconds:.1f} s: "
           f"{result.images_per_second:.1f} img/s")
     return {"what": "train", "images": result.images, "size": size, "epochs": result.epochs,
             "seconds": result.seconds, "images_per_second": result.images_per_second,
             "val_accuracy": result.val_accuracy, "path": result.path,
-            "precision": result.precision, "weights": result.weights, "augment": augment}
+            "precision": result.precision, "weights": result.model.weights_status,
+            "augment": augment}
 
 
 def run(what: str = "all", data: str | None = None, size: int | None = None,
