@@ -25,8 +25,8 @@ import numpy as np
 __all__ = [
     "VGG16_BASE_WEIGHTS", "VGG16_CONV_LAYERS", "VGG16_LAYERS", "IMAGENET_NOTOP_FILE",
     "IMAGENET_NOTOP_URL", "IMAGENET_NOTOP_MD5", "WeightsError", "imagenet_weights_path",
-    "fetch_imagenet_weights", "vgg16_base", "call_trunk", "vgg16_classifier", "pretrained", "freeze_before",
-    "check_trainable_from", "trainable_summary",
+    "fetch_imagenet_weights", "vgg16_base", "call_trunk", "vgg16_classifier", "pretrained",
+    "freeze_before", "check_trainable_from", "trainable_summary",
 ]
 
 # VGG16's five conv groups as keras.applications.VGG16 names them.
