@@ -67,9 +67,11 @@ def train_benchmark(train, val, size: int, epochs: int, batch_size: int = 32, we
                     verbose: int = 0, seed: int = 0):
     """Fine-tune VGG16 block 5 + head with `fer_utils.train.fit_classifier`; a FitResult.
 
-    Blocks 1-4 are frozen whatever the weights, as in the TF-docs recipe and the source (with
-    random weights that teaches nothing, but it times the same work as the recipe), so the
-    kit takes its cached path unless `augment` asks for a new image at every step.
+    The model is the TF-docs recipe's (`../shared/bench/tfdocs_recipe.py`): VGG16, global
+    average pooling, a softmax dense layer (the recipe's 0.2 dropout aside). Blocks 1-4 are
+    frozen whatever the weights, as in the recipe and the source (with random weights that
+    teaches nothing, but it times the same work as the recipe), so the kit takes its cached
+    path unless `augment` asks for a new image at every step.
 
     Args:
         train: FaceSet of training faces (uint8, any size/channels: resized to `size`, RGB).
@@ -102,8 +104,8 @@ def train_benchmark(train, val, size: int, epochs: int, batch_size: int = 32, we
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         model = vgg.vgg16_classifier((size, size, 3), num_classes=train.num_classes,
-                                     weights=weights, trainable_from="block5_conv1",
-                                     verbose=False)
+                                     weights=weights, trainable_from="block5_conv1", head=(),
+                                     pooling="avg", verbose=False)
     return ftrain.fit_classifier(model, train, val, epochs=epochs, batch_size=batch_size,
                                  precision=precision, augment=augment, cache=cache,
                                  verbose=verbose, seed=seed)
