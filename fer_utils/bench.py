@@ -64,7 +64,7 @@ def bench_augment(images: int | None = None, size: int | None = None, seed: int 
 
 def train_benchmark(train, val, size: int, epochs: int, batch_size: int = 32, weights=None,
                     precision: str = "float32", augment: bool = False, cache="auto",
-                    verbose: int = 0, seed: int = 0):
+                    callbacks=None, verbose: int = 0, seed: int = 0):
     """Fine-tune VGG16 block 5 + head with `fer_utils.train.fit_classifier`; a FitResult.
 
     The model is the TF-docs recipe's (`../shared/bench/tfdocs_recipe.py`): VGG16, global
@@ -83,6 +83,7 @@ def train_benchmark(train, val, size: int, epochs: int, batch_size: int = 32, we
         precision: "float32", "bfloat16" or "auto" (`fit_classifier`).
         augment: on-the-fly augmentation (full path).
         cache: `fit_classifier`'s cache choice ("auto", True, False).
+        callbacks: Keras callbacks for the run (e.g. to time each epoch).
         verbose: Keras progress output.
         seed: Keras seed (initialisation, dropout, batch order).
 
@@ -108,7 +109,7 @@ def train_benchmark(train, val, size: int, epochs: int, batch_size: int = 32, we
                                      pooling="avg", verbose=False)
     return ftrain.fit_classifier(model, train, val, epochs=epochs, batch_size=batch_size,
                                  precision=precision, augment=augment, cache=cache,
-                                 verbose=verbose, seed=seed)
+                                 callbacks=callbacks, verbose=verbose, seed=seed)
 
 
 def bench_train(data: str | None = None, size: int | None = None, epochs: int | None = None,
