@@ -107,35 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
-    train = commands.add_parser(
-        "train", formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="train the course's model headless (settings from FER_*)",
-        description="Train the course's classifier on FER_DATASET with FER_PROFILE's sizes; "
-                    "writes OUT/model.keras, OUT/meta.json (what `predict` needs to crop and "
-                    "preprocess faces like the training faces) and TensorBoard logs in OUT.",
-        epilog=_multiworker_help())
-    train.add_argument("--out", type=Path,
-                       help="output folder (default: FER_LOG_DIR/cli-train-MODEL)")
-    train.add_argument("--model", choices=MODELS, default="small",
-                       help="small: the small CNN from scratch (default); vgg16: the source's "
-                            "VGG16 fine-tune (FER_WEIGHTS)")
-    train.add_argument("--epochs", type=_positive_int,
-                       help="epochs (default: the profile's: ci 2, laptop 12, full 60 for small; "
-                            "1/5/20 for vgg16)")
-    train.add_argument("--size", type=_positive_int,
-                       help="input size in pixels (default: the profile's: 48 for small, "
-                            "48/96/224 for vgg16)")
-    train.add_argument("--batch-size", type=_positive_int,
-                       help="batch size per replica (default: the profile's)")
-    train.add_argument("--learning-rate", type=_positive_float,
-                       help="Adam learning rate (default 1e-3 small, 1e-4 vgg16)")
-    train.add_argument("--strategy", choices=STRATEGIES, default="auto",
-                       help="auto (default): multi-worker when TF_CONFIG is set, mirrored with "
-                            "several GPUs, else one device")
-    train.add_argument("--augment", action="store_true",
-                       help="augment every batch on the fly (fer_utils.augment)")
-    train.add_argument("--no-class-weights", action="store_true",
-                       help="do not weight rare classes up (class weights are on by default)")
+    _add_train_parser(commands)
 
     predict = commands.add_parser(
         "predict", help="predict the expressions of the faces in pictures",
@@ -207,18 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder sets: crop (centre square, default), stretch, or face "
                            "(detect and crop each face as `predict` does: raw photos)")
 
-    bench = commands.add_parser(
-        "bench", help="throughput on this machine: generation, augmentation, fine-tuning",
-        description="Measure what a learner needs to know before starting a notebook: faces "
-                    "rendered per second, augmented images per second and VGG16 fine-tuning "
-                    "images per second (printed as `... N img/s` lines).")
-    bench.add_argument("what", nargs="?", choices=BENCH_PARTS, default="all",
-                       help="which measurement (default: all)")
-    bench.add_argument("--data", help="data set spec for the training benchmark "
-                                      "(default: FER_DATASET)")
-    bench.add_argument("--size", type=_positive_int, help="image size in pixels")
-    bench.add_argument("--epochs", type=_positive_int, help="epochs of the training benchmark")
-    bench.add_argument("--images", type=_positive_int, help="images per measurement")
+    _add_bench_parser(commands)
 
     fetch = commands.add_parser(
         "fetch-weights", help="download the ImageNet VGG16 weights into the Keras cache",
@@ -244,6 +205,71 @@ def build_parser() -> argparse.ArgumentParser:
     fetch_data.add_argument("--timeout", type=_positive_float, default=10.0,
                             help="seconds to wait for Kaggle (default 10)")
     return parser
+
+
+def _add_train_parser(commands) -> None:
+    """The `train` subcommand and its options."""
+    train = commands.add_parser(
+        "train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="train the course's model headless (settings from FER_*)",
+        description="Train the course's classifier on FER_DATASET with FER_PROFILE's sizes; "
+                    "writes OUT/model.keras, OUT/meta.json (what `predict` needs to crop and "
+                    "preprocess faces like the training faces) and TensorBoard logs in OUT.",
+        epilog=_multiworker_help())
+    train.add_argument("--out", type=Path,
+                       help="output folder (default: FER_LOG_DIR/cli-train-MODEL)")
+    train.add_argument("--model", choices=MODELS, default="small",
+                       help="small: the small CNN from scratch (default); vgg16: the source's "
+                            "VGG16 fine-tune (FER_WEIGHTS; with pretrained weights blocks 1-4 "
+                            "are frozen and computed once, with none every layer trains)")
+    train.add_argument("--epochs", type=_positive_int,
+                       help="epochs (default: the profile's: ci 2, laptop 12, full 60 for small; "
+                            "1/5/20 for vgg16)")
+    train.add_argument("--size", type=_positive_int,
+                       help="input size in pixels (default: the profile's: 48 for small, "
+                            "48/96/224 for vgg16)")
+    train.add_argument("--batch-size", type=_positive_int,
+                       help="batch size per replica (default: the profile's)")
+    train.add_argument("--learning-rate", type=_positive_float,
+                       help="Adam learning rate (default 1e-3 small, 1e-4 vgg16)")
+    train.add_argument("--strategy", choices=STRATEGIES, default="auto",
+                       help="auto (default): multi-worker when TF_CONFIG is set, mirrored with "
+                            "several GPUs, else one device")
+    train.add_argument("--augment", action="store_true",
+                       help="augment every batch on the fly (fer_utils.augment); vgg16 then "
+                            "runs the whole network every step instead of the cached path")
+    train.add_argument("--no-class-weights", action="store_true",
+                       help="do not weight rare classes up (class weights are on by default)")
+    train.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                       help="auto (default: bf16 where this machine measures it faster), "
+                            "fp32 or bf16 (mixed precision; weights stay float32)")
+    train.add_argument("--minutes", type=_positive_float, default=30.0,
+                       help="wall-clock budget: stop after the epoch when one more would end "
+                            "past it (default 30)")
+
+
+def _add_bench_parser(commands) -> None:
+    """The `bench` subcommand and its options."""
+    bench = commands.add_parser(
+        "bench", help="throughput on this machine: generation, augmentation, fine-tuning",
+        description="Measure what a learner needs to know before starting a notebook: faces "
+                    "rendered per second, augmented images per second and VGG16 fine-tuning "
+                    "images per second (printed as `... N img/s` lines). The training "
+                    "benchmark trains block 5 + head like the TF-docs recipe and names its "
+                    "path (cached or full), precision and weights.")
+    bench.add_argument("what", nargs="?", choices=BENCH_PARTS, default="all",
+                       help="which measurement (default: all)")
+    bench.add_argument("--data", help="data set spec for the training benchmark "
+                                      "(default: FER_DATASET)")
+    bench.add_argument("--size", type=_positive_int, help="image size in pixels")
+    bench.add_argument("--epochs", type=_positive_int, help="epochs of the training benchmark")
+    bench.add_argument("--images", type=_positive_int, help="images per measurement")
+    bench.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="fp32",
+                       help="precision of the training benchmark: fp32 (default), bf16 or "
+                            "auto (what this machine measures to pay)")
+    bench.add_argument("--augment", action="store_true",
+                       help="training benchmark with on-the-fly augmentation (whole network "
+                            "every step instead of the cached frozen blocks)")
 
 
 def _multiworker_help() -> str:
@@ -305,30 +331,129 @@ def _is_chief(strategy) -> bool:
 # --- commands ---------------------------------------------------------------------------------
 
 
-def cmd_train(args) -> int:
-    """`train`: the course's recipe headless; writes model.keras, meta.json, TensorBoard logs."""
-    settings = _settings()
+def _train_options(args, settings) -> dict:
+    """Sizes, epochs, preprocessing and output folder of `train` (options over the profile)."""
     profile = settings.profile
-    out = (Path(args.out) if args.out else settings.log_dir / f"cli-train-{args.model}").resolve()
-    _check_output_folder(out)
-    if args.model == "small":
-        size = args.size or profile.image_size
-        epochs = args.epochs or profile.epochs
-        preprocess, learning_rate = "scale", args.learning_rate or 1e-3
-    else:
-        size = args.size or profile.vgg_size
-        epochs = args.epochs or profile.finetune_epochs
-        preprocess, learning_rate = "vgg", args.learning_rate or 1e-4
-        if size < 32:
-            raise CliError(f"--size {size} is too small for VGG16 (five 2×2 poolings): use 32 "
-                           f"or more")
-    batch_size = args.batch_size or profile.batch_size
+    small = args.model == "small"
+    size = args.size or (profile.image_size if small else profile.vgg_size)
+    if not small and size < 32:
+        raise CliError(f"--size {size} is too small for VGG16 (five 2×2 poolings): use 32 "
+                       f"or more")
+    return {"out": (Path(args.out) if args.out
+                    else settings.log_dir / f"cli-train-{args.model}").resolve(),
+            "size": size, "epochs": args.epochs or (profile.epochs if small
+                                                     else profile.finetune_epochs),
+            "preprocess": "scale" if small else "vgg",
+            "learning_rate": args.learning_rate or (1e-3 if small else 1e-4),
+            "batch_size": args.batch_size or profile.batch_size}
 
-    _quiet_tensorflow()
+
+def _train_model(args, settings, faces, size: int, channels: int):
+    """The small CNN, or VGG16 with FER_WEIGHTS (nothing frozen without pretrained weights)."""
+    from . import models
+
+    if args.model == "small":
+        return models.small_cnn(input_shape=(size, size, channels),
+                                num_classes=faces.num_classes)
+    model = models.vgg16_classifier(input_shape=(size, size, 3), num_classes=faces.num_classes,
+                                    weights=settings.weights)
+    frozen = sum(1 for layer in model.layers if layer.weights and not layer.trainable)
+    print(f"VGG16 weights: {model.weights_status}; "
+          + (f"{frozen} conv layers frozen (blocks 1-4)" if frozen
+             else "nothing frozen: every layer trains"), flush=True)
+    return model
+
+
+def _fit_train(args, opts: dict, strategy, model, parts, class_weight, out: Path) -> dict:
+    """Train with `fit_classifier` (or the multi-worker loop); what meta.json records of it."""
+    import warnings
+
     import keras
     import tensorflow as tf
 
-    from . import data, inference, metrics, models, train
+    from . import data, train
+
+    train_set, val_set, _ = parts
+    global_batch = opts["batch_size"] * strategy.num_replicas_in_sync
+    started = time.perf_counter()
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        with strategy.scope():
+            model.compile(optimizer=keras.optimizers.Adam(opts["learning_rate"]),
+                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+        def pipeline(part, shuffle, augment=False):
+            """One part of the split as global batches for the workers."""
+            return data.to_tf_dataset(part, batch_size=global_batch, shuffle=shuffle,
+                                      seed=opts["seed"], image_size=opts["size"],
+                                      channels=model.input_shape[-1],
+                                      preprocess=opts["preprocess"], augment=augment)
+
+        log_dir = out if _is_chief(strategy) else \
+            out / "workers" / f"worker-{strategy.cluster_resolver.task_id}"
+        history = _fit_multiworker(strategy, model, pipeline(train_set, True, args.augment),
+                                   pipeline(val_set, False) if len(val_set) else None,
+                                   opts["epochs"], class_weight, global_batch, log_dir)
+        return {"history": history, "seconds": time.perf_counter() - started,
+                "path": "full (multi-worker)", "val_report": None}
+    with strategy.scope(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", train.CollapseWarning)  # reported below, one line
+        result = train.fit_classifier(
+            model, train_set, val_set if len(val_set) else None, epochs=opts["epochs"],
+            batch_size=global_batch, learning_rate=opts["learning_rate"],
+            augment=args.augment, precision=args.precision, class_weight=class_weight,
+            run_name=out.name, log_dir=out.parent, seed=opts["seed"],
+            verbose=1 if sys.stdout.isatty() else 2, minutes=args.minutes,
+            preprocess=opts["preprocess"])
+    return {"history": result.history, "seconds": result.seconds, "path": result.path,
+            "reason": result.reason, "precision": result.precision,
+            "images_per_second": round(result.images_per_second, 1),
+            "stopped": result.stopped, "val_report": result.val_report}
+
+
+def _test_report(model, test_set, opts: dict, class_names) -> dict | None:
+    """`fu.metrics.prediction_report` of the trained model on the test faces (None: no test)."""
+    from . import data, metrics
+
+    if not len(test_set):
+        return None
+    batches = data.to_tf_dataset(test_set, batch_size=64, shuffle=False,
+                                 image_size=opts["size"], channels=model.input_shape[-1],
+                                 preprocess=opts["preprocess"])
+    return metrics.prediction_report(test_set.labels, _predict_local(model, batches),
+                                     class_names)
+
+
+def _closing_lines(fit: dict, test: dict | None, out: Path) -> list[str]:
+    """The closing output: accuracy, macro-F1, recall per class, collapse warnings."""
+    from . import train
+
+    lines = []
+    for where, report in (("validation", fit.get("val_report")), ("test", test)):
+        message = train.collapse_message(report, where)
+        if message:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+    if test:
+        recall = ", ".join(f"{name} {'-' if r is None else f'{r:.2f}'}"
+                           for name, r in test["recall"].items())
+        lines += [f"test: accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f} on "
+                  f"{test['faces']} faces; recall per class: {recall}",
+                  "test confusion matrix (rows: true class, columns: predicted): "
+                  + str(test["confusion_matrix"])]
+    lines.append(f"done: {fit['path']} path, {fit['seconds']:.1f} s; TensorBoard: "
+                 f"tensorboard --logdir {out}")
+    return lines
+
+
+def cmd_train(args) -> int:
+    """`train`: the course's recipe headless; writes model.keras, meta.json, TensorBoard logs."""
+    settings = _settings()
+    opts = _train_options(args, settings)
+    out = _check_output_folder(opts["out"])
+    opts["seed"] = settings.seed
+    _quiet_tensorflow()
+    import keras
+
+    from . import data, inference, train
 
     # First of all: multi-worker collectives must be set up before TensorFlow starts its runtime.
     strategy = train.distribution_strategy(args.strategy)
@@ -338,64 +463,32 @@ def cmd_train(args) -> int:
     if len(faces) < 10:
         raise CliError(f"the data set {settings.dataset} has only {len(faces)} faces; "
                        f"training needs at least 10")
-    train_set, val_set, test_set = data.split(faces, seed=settings.seed)
+    parts = data.split(faces, seed=settings.seed)
     channels = faces.image_shape[2] if args.model == "small" else 3
-    print(f"data: {faces!r}\nsplit: {len(train_set)} train / {len(val_set)} val / "
-          f"{len(test_set)} test faces; model {args.model} at {size}×{size}×{channels}, "
-          f"{epochs} epoch(s), batch {batch_size}, strategy {args.strategy}", flush=True)
-
-    replicas = strategy.num_replicas_in_sync
-    global_batch = batch_size * replicas
-    chief = _is_chief(strategy)
-
-    def pipeline(part, shuffle, augment=False):
-        return data.to_tf_dataset(part, batch_size=global_batch, shuffle=shuffle,
-                                  seed=settings.seed, image_size=size, channels=channels,
-                                  preprocess=preprocess, augment=augment)
-
-    train_ds = pipeline(train_set, True, args.augment)
-    val_ds = pipeline(val_set, False) if len(val_set) else None
+    print(f"data: {faces!r}\nsplit: {len(parts[0])} train / {len(parts[1])} val / "
+          f"{len(parts[2])} test faces; model {args.model} at {opts['size']}×{opts['size']}×"
+          f"{channels}, {opts['epochs']} epoch(s), batch {opts['batch_size']}, strategy "
+          f"{args.strategy}", flush=True)
     with strategy.scope():
-        if args.model == "small":
-            model = models.small_cnn(input_shape=(size, size, channels),
-                                     num_classes=faces.num_classes)
-        else:
-            weights = None if settings.weights == "none" else settings.weights
-            model = models.vgg16_classifier(input_shape=(size, size, 3),
-                                            num_classes=faces.num_classes, weights=weights)
-            print(f"VGG16 weights: {getattr(model, 'weights_status', weights)}", flush=True)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-
-    # The chief logs into OUT itself; other workers into OUT/workers/N (not the results).
-    log_dir = out if chief else out / "workers" / f"worker-{strategy.cluster_resolver.task_id}"
+        model = _train_model(args, settings, faces, opts["size"], channels)
     class_weight = None if args.no_class_weights else \
-        train.class_weights(train_set.labels, faces.num_classes)
-    started = time.perf_counter()
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        history = _fit_multiworker(strategy, model, train_ds, val_ds, epochs, class_weight,
-                                   global_batch, log_dir)
-    else:
-        callbacks = train.make_callbacks(log_dir.name, log_dir=log_dir.parent,
-                                         monitor="val_loss" if val_ds is not None else "loss")
-        history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks,
-                            class_weight=class_weight, shuffle=False,  # the pipeline shuffles
-                            verbose=1 if sys.stdout.isatty() else 2).history
-    seconds = time.perf_counter() - started
-
-    results = {"train_seconds": round(seconds, 1), "epochs": epochs}
-    if len(test_set):
-        probs = _predict_local(model, pipeline(test_set, False))
-        results.update(test_faces=len(test_set),
-                       test_accuracy=round(metrics.accuracy(test_set.labels, probs), 4),
-                       test_macro_f1=round(metrics.macro_f1(test_set.labels, probs,
-                                                            faces.num_classes), 4))
-    final = {k: round(float(v[-1]), 4) for k, v in history.items()}
-    meta = inference.make_meta(train_set, input_size=size, channels=channels,
-                               preprocess=preprocess, model_name=args.model,
-                               dataset=settings.dataset, profile=profile.name,
-                               seed=settings.seed, history=final, **results)
-    if chief:
+        train.class_weights(parts[0].labels, faces.num_classes)
+    fit = _fit_train(args, opts, strategy, model, parts, class_weight, out)
+    test = _test_report(model, parts[2], opts, faces.class_names)
+    results = {"train_seconds": round(fit["seconds"], 1),
+               "epochs": len(fit["history"].get("loss", [])),
+               "training": {k: fit[k] for k in ("path", "reason", "precision",
+                                                "images_per_second", "stopped") if k in fit},
+               "history": {k: round(float(v[-1]), 4) for k, v in fit["history"].items() if v},
+               "val_report": fit["val_report"], "test_report": test}
+    if test:
+        results.update(test_faces=test["faces"], test_accuracy=round(test["accuracy"], 4),
+                       test_macro_f1=round(test["macro_f1"], 4))
+    meta = inference.make_meta(parts[0], input_size=opts["size"], channels=channels,
+                               preprocess=opts["preprocess"], model_name=args.model,
+                               dataset=settings.dataset, profile=settings.profile.name,
+                               seed=settings.seed, **results)
+    if _is_chief(strategy):
         model.save(out / "model.keras")
         inference.save_meta(meta, out / inference.META_FILE)
         print(f"saved {out / 'model.keras'} and {out / inference.META_FILE} "
@@ -405,8 +498,7 @@ def cmd_train(args) -> int:
 
         with tempfile.TemporaryDirectory() as tmp:
             model.save(Path(tmp) / "model.keras")
-    summary = ", ".join(f"{k} {v}" for k, v in results.items())
-    print(f"done: {summary}; TensorBoard: tensorboard --logdir {out}")
+    print("\n".join(_closing_lines(fit, test, out)), flush=True)
     return 0
 
 
@@ -442,7 +534,9 @@ def _fit_multiworker(strategy, model, train_ds, val_ds, epochs: int, class_weigh
 
     @tf.function
     def train_step(batch):
+        """One synchronised step on every replica; (loss, correct, faces) summed."""
         def replica_step(x, y):
+            """Loss, gradients and update on this replica's share of the batch."""
             y = tf.cast(tf.reshape(y, [-1]), tf.int32)
             with tf.GradientTape() as tape:
                 probs = model(x, training=True)
@@ -747,13 +841,18 @@ def cmd_bench(args) -> int:
     _quiet_tensorflow()
     from . import bench
 
-    bench.run(args.what, data=args.data, size=args.size, epochs=args.epochs, images=args.images)
+    bench.run(args.what, data=args.data, size=args.size, epochs=args.epochs, images=args.images,
+              precision=args.precision, augment=args.augment)
     return 0
 
 
 def cmd_fetch_weights(args) -> int:
     """`fetch-weights`: the ImageNet VGG16 weights into the Keras cache; exit 1 when offline."""
-    from .models import vgg
+    from . import _stderr_silenced
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _stderr_silenced(True):  # keras.utils.get_file loads TensorFlow: keep its banner out
+        from .models import vgg
 
     try:
         path = vgg.fetch_imagenet_weights(timeout=args.timeout)

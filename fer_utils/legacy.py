@@ -117,55 +117,89 @@ def tflearn_conv_scope(keras_name: str) -> str:
     return f"conv{match.group(1)}_{match.group(2)}"
 
 
+# Reads VGG16 conv weights with Keras in a fresh interpreter: tflearn put this one in graph
+# mode, where Keras 3 cannot run. argv: project root, weights, output .npz.
+_READ_CONV_WEIGHTS = """
+import os, sys
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from fer_utils.models import vgg
+try:
+    base = vgg.vgg16_base((32, 32, 3), weights=sys.argv[2])
+except ValueError as error:
+    sys.exit(f"error: {error}")
+arrays = {}
+for name in vgg.VGG16_CONV_LAYERS if vgg.pretrained(base.weights_status) else ():
+    arrays[name + "__kernel"], arrays[name + "__bias"] = base.get_layer(name).get_weights()
+np.savez(sys.argv[3], status=base.weights_status, **arrays)
+"""
+
+
+def _keras_conv_weights(weights) -> tuple[str, dict]:
+    """(status, {Keras conv layer name: (kernel, bias)}) read by Keras in a subprocess."""
+    import os
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    with tempfile.TemporaryDirectory(prefix="fer_vgg16_") as tmp:
+        target = Path(tmp) / "conv.npz"
+        proc = subprocess.run([sys.executable, "-c", _READ_CONV_WEIGHTS, root, str(weights),
+                               str(target)], capture_output=True, text=True, timeout=600,
+                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        if proc.returncode != 0 or not target.is_file():
+            lines = [line for line in proc.stderr.splitlines() if line.strip()]
+            reason = lines[-1].removeprefix("error: ") if lines else f"exit {proc.returncode}"
+            raise ValueError(f"cannot read VGG16 weights {str(weights)!r}: {reason}")
+        with np.load(target) as stored:
+            status = str(stored["status"])
+            arrays = {key.rsplit("__", 1)[0]: (stored[key], stored[key.replace("kernel", "bias")])
+                      for key in stored.files if key.endswith("__kernel")}
+    return status, arrays
+
+
 def load_vgg16_conv_weights(model, weights="imagenet") -> str:
     """Copy Keras' VGG16 conv weights into a tflearn model's `conv1_1` ... `conv5_3` layers.
 
     The stand-in for the source's lost `vgg16.tflearn`: the ImageNet weights Keras publishes
-    (fetched into the Docker image at build time). Keras' VGG16 was trained on BGR input, the
-    source's tflearn pipeline feeds RGB, so conv1_1's input channels are reversed.
+    (fetched into the Docker image at build time), read by `keras.applications.VGG16` in a
+    separate Python process (this one is in graph mode). Keras' VGG16 was trained on BGR
+    input, the source's tflearn pipeline feeds RGB, so conv1_1's input channels are reversed.
 
     Args:
         model: a `tflearn.DNN` whose conv layers use the source's scopes (`conv1_1` ...).
-        weights: "imagenet" (the Keras cache; never downloads), "none", or a VGG16 `.h5` path.
+        weights: "imagenet" (the Keras cache; never downloads), "none", or a Keras VGG16
+            notop `.h5` path.
 
     Returns:
         A short status: "imagenet", "file:NAME" or "random (reason)".
 
     Raises:
-        ValueError: a layer is missing from the model or its shapes differ from the file's.
+        ValueError: the file cannot be read, a layer is missing from the model, or its shapes
+            differ from the file's.
     """
-    import os
-    from pathlib import Path
-
     import tflearn
-
-    from .models import vgg
 
     if weights is None or (isinstance(weights, str) and weights.strip().lower() == "none"):
         return "random (weights=none)"
-    if isinstance(weights, str) and weights.strip().lower() == "imagenet":
-        path = vgg.imagenet_weights_path()
-        if path is None:
-            return "random (ImageNet weights not available offline)"
-        status = "imagenet"
-    else:
-        path = Path(os.fspath(weights)).expanduser()
-        status = f"file:{path.name}"
-    stored = vgg._read_weights_file(path)
+    status, stored = _keras_conv_weights(weights)
+    if not stored:
+        return status
     updates = []
-    for name in vgg.VGG16_CONV_LAYERS:
+    for name, (kernel, bias) in stored.items():
         scope = tflearn_conv_scope(name)
         variables = tflearn.variables.get_layer_variables_by_name(scope)
-        if len(variables) != 2 or name not in stored:
+        if len(variables) != 2:
             raise ValueError(f"layer {scope!r}: expected a tflearn conv_2d with scope={scope!r} "
-                             f"in the model and {name!r} in {str(path)!r}")
-        kernel, bias = (np.asarray(a) for a in stored[name])
+                             f"in the model for {name!r}")
         if name == "block1_conv1":
             kernel = kernel[:, :, ::-1, :]  # BGR-trained kernel, RGB input
         for variable, value in zip(variables, (kernel, bias)):
             if tuple(variable.shape) != value.shape:
                 raise ValueError(f"layer {scope!r}: the model has shape {tuple(variable.shape)} "
-                                 f"but {str(path)!r} has {value.shape} for {name!r}")
+                                 f"but the weights have {value.shape} for {name!r}")
         updates.append((variables, (kernel, bias)))
     for variables, values in updates:  # only after every layer was checked: all or nothing
         for variable, value in zip(variables, values):

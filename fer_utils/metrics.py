@@ -19,7 +19,12 @@ __all__ = [
     "per_au_f1",
     "choose_thresholds",
     "predict_labels",
+    "COLLAPSE_SHARE",
+    "prediction_report",
 ]
+
+# A model "collapses" when one class takes more than this share of its predictions.
+COLLAPSE_SHARE = 0.9
 
 
 def as_labels(y) -> np.ndarray:
@@ -120,6 +125,38 @@ def confusion_matrix(y_true, y_pred, num_classes: int | None = None) -> np.ndarr
         raise ValueError(f"confusion_matrix: labels go up to {max(t.max(), p.max())} but "
                          f"num_classes={num_classes}")
     return sk_confusion_matrix(t, p, labels=np.arange(int(num_classes)))
+
+
+def prediction_report(y_true, y_pred, class_names, collapse_share: float = COLLAPSE_SHARE) -> dict:
+    """What a classifier predicts on a labelled set: accuracy, spread, recall, confusion, collapse.
+
+    Args:
+        y_true: true class indices (N) or one-hot rows.
+        y_pred: predicted class indices (N) or probabilities (N×K, argmax is taken).
+        class_names: the K class names, in label order.
+        collapse_share: the model counts as collapsed when one class takes more than this
+            share of the predictions (default 0.9).
+
+    Returns:
+        A JSON-ready dict: "faces", "accuracy", "macro_f1", "prediction_share" {class: share
+        of the predictions}, "true_share" {class: share of the labels}, "recall" {class:
+        recall, None for a class absent from y_true}, "confusion_matrix" (K×K list, rows =
+        true class), "collapsed" (bool), "dominant_class" and "dominant_share".
+    """
+    names = [str(c) for c in class_names]
+    k = len(names)
+    t, p = _pair(y_true, y_pred, "prediction_report")
+    cm = confusion_matrix(t, p, k)
+    predicted = cm.sum(axis=0) / len(t)
+    support = cm.sum(axis=1)
+    recall = [None if support[i] == 0 else float(cm[i, i] / support[i]) for i in range(k)]
+    dominant = int(np.argmax(predicted))
+    return {"faces": int(len(t)), "accuracy": accuracy(t, p), "macro_f1": macro_f1(t, p, k),
+            "prediction_share": {n: float(v) for n, v in zip(names, predicted)},
+            "true_share": {n: float(v) for n, v in zip(names, support / len(t))},
+            "recall": dict(zip(names, recall)), "confusion_matrix": cm.tolist(),
+            "collapsed": bool(predicted[dominant] > collapse_share),
+            "dominant_class": names[dominant], "dominant_share": float(predicted[dominant])}
 
 
 def _multilabel_pair(y_true, y_prob, who: str):

@@ -228,8 +228,9 @@ def test_random_augment_numpy_moves_landmarks_with_the_spot_and_is_seeded():
 
 @pytest.fixture(scope="module")
 def tf():
-    tf = pytest.importorskip("tensorflow")
-    return tf
+    import tensorflow
+
+    return tensorflow
 
 
 def test_tf_random_augment_shapes_landmarks_and_determinism(tf):
@@ -240,7 +241,6 @@ def test_tf_random_augment_shapes_landmarks_and_determinism(tf):
     assert out.shape == images.shape and out.dtype == tf.float32
     assert moved.shape == landmarks.shape and moved.dtype == tf.float32
     out, moved = out.numpy(), moved.numpy()
-    assert out.min() >= 0 and out.max() <= 255
     for j in range(len(out)):
         assert np.linalg.norm(_spot_center(out[j]) - moved[j, 0]) < 1.0, f"sample {j}"
     assert not np.allclose(moved, landmarks)  # the poses did move the points
@@ -249,6 +249,17 @@ def test_tf_random_augment_shapes_landmarks_and_determinism(tf):
     np.testing.assert_array_equal(moved, moved2.numpy())
     other, _ = aug.tf_random_augment(tf.constant(images), tf.constant(landmarks), seed=4)
     assert not np.allclose(out, other.numpy())
+
+
+def test_tf_random_augment_clips_to_the_grey_level_range(tf):
+    """Noise on a near-white and a near-black face: values are clipped to 0..255."""
+    x = tf.constant(np.stack([np.full((16, 16, 1), 250.0), np.full((16, 16, 1), 5.0)]),
+                    tf.float32)
+    out, _ = aug.tf_random_augment(x, seed=0, max_angle=0, max_shift=0, pixel_ops=("noise",),
+                                   noise_sigma=20.0)
+    out = out.numpy()
+    assert out[0].max() == 255.0 and out[0].min() < 250.0  # noise applied, top clipped
+    assert out[1].min() == 0.0 and out[1].max() > 5.0  # and the bottom
 
 
 def test_tf_random_augment_without_seed_follows_the_global_seed(tf):

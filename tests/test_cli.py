@@ -79,9 +79,22 @@ def test_train_writes_model_meta_and_tensorboard_logs(trained):
     template = np.array(meta["crop"]["template"])
     assert template.shape == (68, 2) and 0 < template.min() and template.max() < 1
     assert template[36:42, 1].mean() < template[48:68, 1].mean()  # eyes above the mouth
-    assert 0 <= meta["test_accuracy"] <= 1 and meta["epochs"] == 1
+    assert meta["epochs"] == 1 and meta["training"]["path"] == "full"
+    assert "full path: nothing is frozen" in result.stdout  # the small CNN trains every layer
+    # What the model predicts on the test faces: spread, recall, confusion matrix.
+    report = meta["test_report"]
+    cm = np.array(report["confusion_matrix"])
+    assert cm.shape == (7, 7) and cm.sum() == meta["test_faces"] == report["faces"]
+    assert meta["test_accuracy"] == pytest.approx(np.trace(cm) / cm.sum(), abs=1e-4)
+    assert list(report["prediction_share"]) == EXPRESSIONS
+    assert [report["prediction_share"][n] for n in EXPRESSIONS] == pytest.approx(
+        list(cm.sum(axis=0) / cm.sum()))
+    assert [report["recall"][n] for n in EXPRESSIONS] == pytest.approx(
+        list(np.diag(cm) / cm.sum(axis=1)))
+    assert report["collapsed"] == (max(report["prediction_share"].values()) > 0.9)
     assert list(out.rglob("events.out.tfevents*")), "no TensorBoard logs under --out"
-    assert "test_accuracy" in result.stdout and "Traceback" not in result.stderr
+    assert f"test: accuracy {meta['test_accuracy']:.4f}" in result.stdout
+    assert "recall per class: angry" in result.stdout and "Traceback" not in result.stderr
 
 
 def test_predict_astronaut_and_a_picture_without_faces(trained, pictures, workdir):
@@ -97,19 +110,23 @@ def test_predict_astronaut_and_a_picture_without_faces(trained, pictures, workdi
     assert np.allclose(face["box"], ASTRONAUT_FACE, atol=20), face["box"]
     probs = face["probabilities"]
     assert list(probs) == EXPRESSIONS
-    assert abs(sum(probs.values()) - 1) < 1e-4 and min(probs.values()) >= 0
     assert face["label"] == max(probs, key=probs.get)
+    # The probabilities are the saved model's on the saved crop (what the model saw).
+    import cv2
+    import keras
+
+    crop = cv2.imread(str(pred / "astronaut_face0.png"), cv2.IMREAD_UNCHANGED)
+    assert crop.shape[:2] == (48, 48)
+    model = keras.models.load_model(out / "model.keras")
+    expected = model.predict(crop[None, :, :, None].astype("float32") / 255.0, verbose=0)[0]
+    np.testing.assert_allclose([probs[n] for n in EXPRESSIONS], expected, atol=1e-4)
     scores = [f["score"] for f in record["faces"]]
     assert scores == sorted(scores, reverse=True)
-
-    import cv2
 
     annotated = cv2.imread(str(pred / "astronaut_annotated.png"))
     original = cv2.imread(str(pictures["astronaut"]))
     assert annotated.shape == original.shape
     assert np.any(annotated != original)  # boxes and labels were drawn
-    crop = cv2.imread(str(pred / "astronaut_face0.png"), cv2.IMREAD_UNCHANGED)
-    assert crop.shape[:2] == (48, 48)
 
     empty = json.loads((pred / "blank.json").read_text())
     assert empty["faces"] == [] and "no face" in empty["note"]
@@ -144,6 +161,77 @@ def test_data_counts_grid_and_fer2013_round_trip(workdir):
     assert back.returncode == 0, back.stderr[-3000:]
     again = pd.read_csv(workdir / "report2" / "counts.csv", index_col=0)
     assert again.loc[:, ["train", "val", "test"]].equals(counts.loc[:, ["train", "val", "test"]])
+
+
+@pytest.fixture(scope="module")
+def vgg_notop(workdir):
+    """A Keras VGG16 notop .h5 file (random numbers): 'pretrained' weights for FER_WEIGHTS."""
+    import keras
+    from vgg_weights import write_keras_notop_h5
+
+    from fer_utils.models import vgg
+
+    keras.utils.set_random_seed(0)
+    return write_keras_notop_h5(workdir / "vgg16_notop.h5",
+                                vgg.vgg16_base((32, 32, 3), weights=None))
+
+
+def test_train_vgg16_with_pretrained_weights_runs_the_cached_path(vgg_notop, pictures, workdir):
+    out = workdir / "vgg-cached"
+    result = run_cli(["train", "--model", "vgg16", "--size", "32", "--epochs", "1",
+                      "--precision", "fp32", "--out", out], workdir, FER_WEIGHTS=str(vgg_notop))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "VGG16 weights: file:vgg16_notop.h5; 10 conv layers frozen" in result.stdout
+    assert "cached path: the layers up to block4_pool are frozen" in result.stdout
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["training"]["path"] == "cached" and meta["preprocess"] == "vgg"
+    assert meta["input_size"] == [32, 32] and meta["channels"] == 3
+    import keras
+
+    for name in ("model.keras", "best.keras"):  # both hold the image-to-label model
+        model = keras.models.load_model(out / name)
+        assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 7)
+        assert not model.get_layer("block4_conv3").trainable
+        assert model.get_layer("block5_conv1").trainable
+    pred = workdir / "pred-vgg"
+    result = run_cli(["predict", pictures["astronaut"], "--model", out, "--out", pred],
+                     workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    face = json.loads((pred / "astronaut.json").read_text())["faces"][0]
+    assert np.allclose(face["box"], ASTRONAUT_FACE, atol=20)
+    assert face["label"] == max(face["probabilities"], key=face["probabilities"].get)
+
+
+@pytest.fixture(scope="module")
+def blank_faces_csv(workdir):
+    """A FER2013 CSV whose 70 faces are all the same grey picture: any model collapses."""
+    pixels = " ".join(["128"] * 48 * 48)
+    usage = ["Training"] * 50 + ["PublicTest"] * 10 + ["PrivateTest"] * 10
+    rows = [f"{i % 7},{pixels},{u}" for i, u in enumerate(usage)]
+    path = workdir / "blank_faces.csv"
+    path.write_text("emotion,pixels,Usage\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_train_vgg16_without_weights_trains_everything_and_reports_collapse(blank_faces_csv,
+                                                                            workdir):
+    out = workdir / "vgg-none"
+    result = run_cli(["train", "--model", "vgg16", "--size", "32", "--epochs", "1",
+                      "--batch-size", "16", "--out", out], workdir,
+                     FER_WEIGHTS="none", FER_DATASET=f"fer2013:{blank_faces_csv}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "VGG16 weights: random (weights=none); nothing frozen: every layer trains" \
+        in result.stdout
+    assert "full path: nothing is frozen (block1_conv1 trains)" in result.stdout
+    assert "warning: collapse on the test set: 100% of the 10 faces are predicted" \
+        in result.stderr
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["test_report"]["collapsed"] and meta["test_report"]["dominant_share"] == 1.0
+    assert meta["val_report"]["collapsed"]
+    import keras
+
+    model = keras.models.load_model(out / "model.keras")
+    assert all(layer.trainable for layer in model.layers if layer.weights)
 
 
 def test_missing_picture_is_one_line_error(trained, workdir):

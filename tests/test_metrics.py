@@ -1,7 +1,9 @@
 """Evaluation metrics agree with scikit-learn and catch the accuracy trap (fer_utils.metrics)."""
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from sklearn import metrics as skm
 
 from fer_utils import metrics
@@ -49,6 +51,35 @@ def test_confusion_matrix(labels):
     assert cm[4].sum() == 0 and cm[:, 4].sum() == 0
     with pytest.raises(ValueError, match="num_classes=2"):
         metrics.confusion_matrix(y_true, y_pred, num_classes=2)
+
+
+def test_prediction_report_agrees_with_sklearn(labels):
+    y_true, y_pred = labels
+    names = ["a", "b", "c", "d"]
+    report = metrics.prediction_report(y_true, y_pred, names)
+    assert report["faces"] == 200 and not report["collapsed"]
+    assert report["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
+    assert report["macro_f1"] == pytest.approx(skm.f1_score(y_true, y_pred, average="macro"))
+    recall = skm.recall_score(y_true, y_pred, average=None)
+    assert [report["recall"][n] for n in names] == pytest.approx(list(recall))
+    assert report["confusion_matrix"] == skm.confusion_matrix(y_true, y_pred).tolist()
+    assert [report["prediction_share"][n] for n in names] == pytest.approx(
+        list(np.bincount(y_pred, minlength=4) / 200))
+    assert [report["true_share"][n] for n in names] == pytest.approx(
+        list(np.bincount(y_true, minlength=4) / 200))
+
+
+def test_prediction_report_flags_a_collapse_above_90_percent():
+    y_true = np.arange(100) % 4
+    y_pred = np.where(np.arange(100) < 91, 2, y_true)  # 91 % "c", the rest right
+    report = metrics.prediction_report(y_true, y_pred, ["a", "b", "c", "d"])
+    assert report["collapsed"] and report["dominant_class"] == "c"
+    assert report["dominant_share"] == pytest.approx(0.93)  # 91 + the 2 true "c" of the rest
+    y_pred = np.where(np.arange(100) < 85, 2, y_true)  # 85 % + a few right: not collapsed
+    assert not metrics.prediction_report(y_true, y_pred, ["a", "b", "c", "d"])["collapsed"]
+    # A class absent from the labels has no recall (None), not a made-up 0.
+    absent = metrics.prediction_report([0, 0, 1], [0, 1, 1], ["a", "b", "c"])
+    assert absent["recall"] == {"a": 0.5, "b": 1.0, "c": None}
 
 
 def test_all_zero_predictions_trap():
@@ -106,8 +137,6 @@ def test_bad_input_is_named(call, words):
 
 
 def test_predict_labels_from_a_dataset():
-    tf = pytest.importorskip("tensorflow")
-    keras = pytest.importorskip("keras")
     inputs = keras.Input((3,))
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="out")(inputs))
     x = np.random.rand(10, 3).astype("float32")

@@ -1,11 +1,10 @@
 """The small CNN, the three task heads and the weight-counting helpers (fer_utils.models.small)."""
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from fer_utils.models import small  # noqa: E402
+from fer_utils.models import small
 
 
 def _default_names(model):
@@ -17,9 +16,14 @@ def _default_names(model):
 
 def test_small_cnn_shapes_and_softmax():
     model = small.small_cnn((32, 32, 1), num_classes=5, filters=(4, 8), dropout=0.0)
-    out = model(np.random.rand(3, 32, 32, 1).astype("float32")).numpy()
+    logits = small.small_cnn((32, 32, 1), num_classes=5, filters=(4, 8), dropout=0.0,
+                             head="logits")
+    logits.set_weights(model.get_weights())
+    x = np.random.rand(3, 32, 32, 1).astype("float32")
+    out = model(x).numpy()
     assert out.shape == (3, 5)
-    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+    # the softmax head is exactly softmax(the logits head) with the same weights
+    np.testing.assert_allclose(out, keras.ops.softmax(logits(x)).numpy(), rtol=1e-5, atol=1e-7)
     assert model.layers[-1].name == "predictions"
     assert not _default_names(model)
     names = [layer.name for layer in model.layers]
@@ -72,7 +76,12 @@ def test_expression_intensity_model_has_two_outputs_and_trains():
     out = model(x)
     assert set(out) == {"expression", "intensity"}
     assert out["expression"].shape == (8, 4) and out["intensity"].shape == (8, 1)
-    assert np.all((out["intensity"].numpy() >= 0) & (out["intensity"].numpy() <= 1))
+    linear_twin = small.expression_intensity_model((16, 16, 1), 4, filters=(4,), dropout=0.0,
+                                                   intensity_activation=None)
+    linear_twin.set_weights(model.get_weights())
+    np.testing.assert_allclose(out["intensity"].numpy(),  # sigmoid of the linear head
+                               keras.ops.sigmoid(linear_twin(x)["intensity"]).numpy(),
+                               rtol=1e-5, atol=1e-7)
     model.compile("adam", loss={"expression": "sparse_categorical_crossentropy",
                                 "intensity": "mse"})
     y = {"expression": np.random.randint(0, 4, 8), "intensity": np.random.rand(8, 1)}
@@ -88,10 +97,15 @@ def test_expression_intensity_model_has_two_outputs_and_trains():
 
 def test_au_model_is_multilabel():
     model = small.au_model((16, 16, 1), num_aus=12, filters=(4,))
-    out = model(np.random.rand(5, 16, 16, 1).astype("float32")).numpy()
+    x = np.random.rand(5, 16, 16, 1).astype("float32")
+    out = model(x).numpy()
     assert out.shape == (5, 12)
-    assert np.all((out > 0) & (out < 1))
-    assert not np.allclose(out.sum(axis=1), 1.0)  # independent sigmoids, not a softmax
+    # one independent sigmoid per AU: sigmoid(features · W + b), not a softmax over AUs
+    head = model.get_layer("aus")
+    features = keras.Model(model.inputs, head.input)(x).numpy()
+    kernel, bias = head.get_weights()
+    np.testing.assert_allclose(out, 1 / (1 + np.exp(-(features @ kernel + bias))), rtol=1e-5)
+    assert not np.allclose(out.sum(axis=1), 1.0)
     assert model.layers[-1].name == "aus"
     with pytest.raises(ValueError, match="num_aus"):
         small.au_model(num_aus=0)
@@ -146,10 +160,14 @@ def test_exported_names():
 def test_outputs_stay_float32_under_mixed_precision():
     try:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
-        model = small.small_cnn((16, 16, 1), 3, filters=(4,))
+        model = small.small_cnn((16, 16, 1), 3, filters=(4,), dropout=0.0)
         assert model.get_layer("block1_conv1").compute_dtype == "bfloat16"
-        out = model(np.random.rand(2, 16, 16, 1).astype("float32"))
+        x = np.random.rand(2, 16, 16, 1).astype("float32")
+        out = model(x)
         assert np.asarray(out).dtype == np.float32
-        np.testing.assert_allclose(np.asarray(out).sum(axis=1), 1.0, rtol=1e-5)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+    reference = small.small_cnn((16, 16, 1), 3, filters=(4,), dropout=0.0)
+    reference.set_weights(model.get_weights())
+    # the same probabilities as in float32, within bfloat16's precision (8 bits of mantissa)
+    np.testing.assert_allclose(np.asarray(out), reference(x).numpy(), atol=2e-2)

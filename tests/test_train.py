@@ -1,15 +1,15 @@
 """Training helpers: per-layer learning rates, resumable runs, class weights, devices."""
 
 import csv
+import warnings
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-keras = pytest.importorskip("keras")
-tf = pytest.importorskip("tensorflow")
-
-from fer_utils import train  # noqa: E402
-from fer_utils.models import small_cnn  # noqa: E402
+from fer_utils import data, train
+from fer_utils.models import small_cnn, vgg
 
 
 def _tiny_model(seed=0):
@@ -76,7 +76,7 @@ def test_rate_zero_freezes_under_adam_over_several_epochs(tmp_path):
     path = tmp_path / "m.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
-    assert type(loaded.optimizer).__name__ == "LayerwiseOptimizer"
+    assert type(loaded.optimizer) is train.LayerwiseOptimizer  # a registered top-level class
     assert loaded.optimizer.get_config()["learning_rates"] == {"block1": 0.0,
                                                                "block2_conv2": 1e-3}
     for a, b in zip(loaded.optimizer.variables, model.optimizer.variables):
@@ -241,7 +241,7 @@ def test_distribution_strategy(monkeypatch):
         train.distribution_strategy("auto")
 
 
-def test_cpu_bf16_detection_and_policy_choice():
+def test_cpu_bf16_detection_and_policy_choice(monkeypatch):
     assert train.cpu_supports_bf16("flags : fpu avx512f avx512_bf16 sse")
     assert train.cpu_supports_bf16("flags : fpu amx_bf16 amx_tile")
     assert not train.cpu_supports_bf16("flags : fpu avx2 avx512f")
@@ -250,17 +250,40 @@ def test_cpu_bf16_detection_and_policy_choice():
         assert keras.mixed_precision.global_policy().name == "float32"
         with pytest.raises(ValueError, match="'fp8'"):
             train.enable_mixed_precision("fp8")
-        # without measuring, a CPU never opts into bfloat16
-        if not tf.config.list_logical_devices("GPU"):
-            assert train.mixed_precision_policy(measure=False) == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+    if tf.config.list_logical_devices("GPU"):
+        return
+    # The one decision: bf16 only when the CPU has it AND a step measures faster with it.
+    monkeypatch.setattr(train, "_POLICY_CACHE", {})
+    monkeypatch.setattr(train, "cpu_supports_bf16", lambda cpuinfo=None: False)
+    assert train.mixed_precision_policy() == "float32"
+    assert train.resolve_precision("auto") == ("float32", "auto: this CPU has no bfloat16 "
+                                                          "instructions")
+    monkeypatch.setattr(train, "cpu_supports_bf16", lambda cpuinfo=None: True)
+    assert train.mixed_precision_policy(measure=False) == "float32"
+    for bf16_ms, expected in ((0.5, "mixed_bfloat16"), (0.99, "float32")):
+        monkeypatch.setattr(train, "_POLICY_CACHE", {})
+        monkeypatch.setattr(train, "measure_precision_speed", lambda **kw: {
+            "float32": 1.0, "mixed_bfloat16": bf16_ms})
+        assert train.mixed_precision_policy() == expected
+    chosen, why = train.resolve_precision("auto")
+    assert chosen == "float32" and "1000 ms in float32 and 990 ms in bfloat16" in why
+
+
+def test_precision_names_and_aliases():
+    assert train.resolve_precision("fp32") == ("float32", "asked for")
+    assert train.resolve_precision("bf16")[0] == "bfloat16"
+    assert train.resolve_precision("bfloat16")[0] == "bfloat16"
+    with pytest.raises(ValueError, match="precision must be one of .* got 'fp8'"):
+        train.resolve_precision("fp8")
 
 
 def test_measure_precision_speed_restores_the_policy():
-    speed = train.measure_precision_speed(("float32",), batch_size=4, image_size=16, steps=2,
-                                          warmup=1, filters=(4,))
-    assert set(speed) == {"float32"} and speed["float32"] > 0
+    keras.mixed_precision.set_global_policy("float32")
+    speed = train.measure_precision_speed(("mixed_bfloat16",), batch_size=4, image_size=16,
+                                          steps=2, warmup=1, filters=(4,))
+    assert set(speed) == {"mixed_bfloat16"} and np.isfinite(speed["mixed_bfloat16"])
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
@@ -279,3 +302,180 @@ def test_layerwise_optimizer_under_float16_loss_scaling():
         assert not np.array_equal(trained, model.get_layer("block2_conv1").kernel.numpy())
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+# --------------------------------------------------------------------------- fit_classifier
+
+
+def _faces(n=24, size=36, seed=0, classes=3, constant=False):
+    """A FaceSet of random (or constant) uint8 grey faces with balanced labels."""
+    rng = np.random.default_rng(seed)
+    images = np.full((n, size, size, 1), 120, np.uint8) if constant else \
+        rng.integers(0, 256, (n, size, size, 1), dtype=np.uint8)
+    names = tuple(f"c{i}" for i in range(classes))
+    return data.FaceSet(images=images, labels=np.arange(n) % classes, class_names=names)
+
+
+def _vgg(seed=1, trainable_from="block5_conv1", num_classes=3):
+    """A 32 px VGG16 classifier with blocks 1-4 frozen (random weights: warning silenced)."""
+    keras.utils.set_random_seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return vgg.vgg16_classifier((32, 32, 3), num_classes=num_classes, weights=None,
+                                    head=(8,), dropout=0.0, trainable_from=trainable_from,
+                                    verbose=False)
+
+
+def test_cached_and_full_paths_train_the_same_weights_in_float32():
+    faces = _faces(12)
+    a, b = _vgg(), _vgg()
+    b.set_weights(a.get_weights())
+    before = a.get_layer("block5_conv1").kernel.numpy().copy()
+    kwargs = dict(epochs=2, batch_size=4, learning_rate=1e-3, verbose=0, seed=3)
+    ra = train.fit_classifier(a, faces, faces, **kwargs)
+    rb = train.fit_classifier(b, faces, faces, cache=False, **kwargs)
+    assert (ra.path, rb.path) == ("cached", "full")
+    assert np.abs(a.get_layer("block5_conv1").kernel.numpy() - before).max() > 1e-6  # trained
+    for name in ("block5_conv1", "block5_conv3", "fc6", "predictions"):
+        np.testing.assert_allclose(a.get_layer(name).kernel.numpy(),
+                                   b.get_layer(name).kernel.numpy(), atol=1e-6, err_msg=name)
+    np.testing.assert_array_equal(a.get_layer("block1_conv1").kernel.numpy(),
+                                  b.get_layer("block1_conv1").kernel.numpy())
+    np.testing.assert_allclose(ra.history["loss"], rb.history["loss"], rtol=1e-5)
+    assert ra.val_report["confusion_matrix"] == rb.val_report["confusion_matrix"]
+    assert ra.images_per_second == pytest.approx(12 * 2 / ra.seconds)
+
+
+def test_the_path_is_chosen_and_said(capsys):
+    faces = _faces(8)
+    model = _vgg()
+    result = train.fit_classifier(model, faces, epochs=1, batch_size=4, augment=True)
+    out = capsys.readouterr().out
+    assert result.path == "full" and "full path: augmentation changes the images" in out
+    result = train.fit_classifier(model, faces, epochs=1, batch_size=4)
+    out = capsys.readouterr().out
+    assert result.path == "cached" and "cached path: the layers up to block4_pool are frozen" in out
+    assert "precision float32" in out
+    result = train.fit_classifier(model, faces, epochs=1, batch_size=4, verbose=0,
+                                  max_cache_mb=0.001)
+    assert result.path == "full" and "more than max_cache_mb" in result.reason
+    scratch = small_cnn((36, 36, 1), 3, filters=(4,), dropout=0.0)
+    result = train.fit_classifier(scratch, faces, epochs=1, batch_size=4, verbose=0)
+    assert result.path == "full" and "nothing is frozen" in result.reason
+    with pytest.raises(ValueError, match="cache=True, but nothing of"):
+        train.fit_classifier(scratch, faces, epochs=1, verbose=0, cache=True)
+
+
+def test_a_random_layer_before_the_trainable_ones_prevents_caching():
+    inputs = keras.Input((16, 16, 1))
+    x = keras.layers.Conv2D(2, 3, name="frozen_conv")(inputs)
+    x = keras.layers.GaussianNoise(0.1, name="noise")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="out")(x))
+    model.get_layer("frozen_conv").trainable = False
+    with pytest.raises(ValueError, match="'noise' before the first trainable layer is random"):
+        train.split_frozen(model)
+    result = train.fit_classifier(model, _faces(6, 16), epochs=1, verbose=0)
+    assert result.path == "full" and "'noise'" in result.reason
+
+
+def test_split_frozen_shares_layers_and_computes_the_same():
+    model = _vgg()
+    frozen, tail = train.split_frozen(model)
+    assert frozen.output_shape == (None, 2, 2, 512) and tail.input_shape == (None, 2, 2, 512)
+    assert tail.get_layer("block5_conv1") is model.get_layer("block5_conv1")
+    x = np.random.default_rng(0).normal(0, 50, (3, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(tail(frozen(x)), model(x), rtol=1e-5, atol=1e-6)
+
+
+class _CrashAtEpoch(keras.callbacks.Callback):
+    """Raise at the start of an epoch (a crash in the middle of training)."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise _Crash(f"crash at epoch {epoch}")
+
+
+def _image_batches(faces):
+    return data.to_tf_dataset(faces, batch_size=8, shuffle=False, image_size=32, channels=3,
+                              preprocess="vgg")
+
+
+def test_checkpoints_of_the_cached_path_hold_the_image_to_label_model(tmp_path):
+    faces = _faces(16, seed=4)
+    model = _vgg(5)
+    with pytest.raises(_Crash):
+        train.fit_classifier(model, faces, faces, epochs=3, batch_size=8, verbose=0,
+                             run_name="cached", log_dir=tmp_path, callbacks=[_CrashAtEpoch(1)])
+    # best.keras was written after epoch 0, in the middle of training: it takes images.
+    best = keras.models.load_model(tmp_path / "cached" / "best.keras")
+    assert best.input_shape == (None, 32, 32, 3) and best.output_shape == (None, 3)
+    np.testing.assert_allclose(best.predict(_image_batches(faces), verbose=0),
+                               model.predict(_image_batches(faces), verbose=0), atol=1e-5)
+    assert (tmp_path / "cached" / "backup" / "latest.weights.h5").is_file()
+    # A re-run (a fresh model, as after a crash) restores the backup and resumes at epoch 1.
+    again = _vgg(6)
+    result = train.fit_classifier(again, faces, faces, epochs=3, batch_size=8, verbose=0,
+                                  run_name="cached", log_dir=tmp_path)
+    assert result.path == "cached" and result.epochs == 2
+    with open(tmp_path / "cached" / "history.csv") as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1, 2]
+    assert not (tmp_path / "cached" / "backup").exists()
+    np.testing.assert_array_equal(again.get_layer("block1_conv1").kernel.numpy(),
+                                  model.get_layer("block1_conv1").kernel.numpy())  # restored
+
+
+def test_bfloat16_trains_and_hands_back_a_float32_model(tmp_path):
+    model = _vgg()
+    before = model.get_layer("fc6").kernel.numpy().copy()
+    result = train.fit_classifier(model, _faces(8), epochs=1, batch_size=4, verbose=0,
+                                  precision="bf16")
+    assert result.precision == "bfloat16" and result.path == "cached"
+    assert not np.array_equal(before, model.get_layer("fc6").kernel.numpy())
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.get_layer("block5_conv1").compute_dtype == "float32"
+
+
+def test_a_collapsed_model_is_reported():
+    faces = _faces(12, constant=True)  # identical faces: one answer for all of them
+    model = small_cnn((36, 36, 1), 3, filters=(4,), dropout=0.0)
+    with pytest.warns(train.CollapseWarning, match="100% of the 12 faces are predicted"):
+        result = train.fit_classifier(model, faces, faces, epochs=1, verbose=0)
+    report = result.val_report
+    assert report["collapsed"] and report["dominant_share"] == 1.0
+    assert sorted(report["prediction_share"].values()) == [0.0, 0.0, 1.0]
+    assert report["recall"][report["dominant_class"]] == 1.0
+    assert result.val_accuracy == pytest.approx(1 / 3)
+
+
+def test_the_time_budget_stops_after_an_epoch_and_says_so(capsys):
+    model = small_cnn((36, 36, 1), 3, filters=(4,), dropout=0.0)
+    result = train.fit_classifier(model, _faces(8), epochs=5, batch_size=4, minutes=1e-4)
+    assert result.epochs == 1 and len(result.history["loss"]) == 1
+    assert result.stopped.startswith("time budget: stopped after epoch 1 of 5")
+    assert result.stopped in capsys.readouterr().out
+
+
+def test_class_weights_pairs_and_bad_arguments():
+    model = small_cnn((36, 36, 1), 3, filters=(4,), dropout=0.0)
+    rng = np.random.default_rng(0)
+    pair = (rng.integers(0, 256, (9, 36, 36, 1), dtype=np.uint8), np.array([0] * 7 + [1, 2]))
+    result = train.fit_classifier(model, pair, epochs=1, verbose=0, class_weight="balanced")
+    assert result.images == 9 and result.path == "full"
+    for kwargs, message in ((dict(epochs=0), "epochs must be a positive integer, got 0"),
+                            (dict(epochs=1, precision="fp8"), "got 'fp8'"),
+                            (dict(epochs=1, minutes=0), "minutes must be a number > 0"),
+                            (dict(epochs=1, cache=True, augment=True), "cannot be combined"),
+                            (dict(epochs=1, cache="yes"), "cache must be True, False")):
+        with pytest.raises(ValueError, match=message):
+            train.fit_classifier(model, pair, verbose=0, **kwargs)
+    with pytest.raises(ValueError, match=r"labels must lie in 0..2 .* got 0..5"):
+        train.fit_classifier(model, (pair[0], np.arange(9) % 6), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="images must be uint8"):
+        train.fit_classifier(model, (pair[0].astype("float32"), pair[1]), epochs=1, verbose=0)

@@ -1,14 +1,13 @@
-"""VGG16 transfer learning: conv base, frozen layers, weights files, offline fallback, fine-tune."""
+"""VGG16: the one trunk (keras.applications), its weights, freezing rules, the classifier."""
 
 import time
 
-import h5py
+import keras
 import numpy as np
 import pytest
+from vgg_weights import write_keras_notop_h5
 
-keras = pytest.importorskip("keras")
-
-from fer_utils.models import vgg  # noqa: E402
+from fer_utils.models import enet, vgg
 
 SHAPE = (32, 32, 3)  # the smallest input VGG16 takes: fast tests
 
@@ -20,47 +19,60 @@ def base():
     return vgg.vgg16_base(SHAPE, weights=None)
 
 
+@pytest.fixture(scope="module")
+def weights_file(base, tmp_path_factory):
+    """The base's weights as a Keras VGG16 notop .h5 file: 'pretrained' weights for the tests."""
+    return write_keras_notop_h5(tmp_path_factory.mktemp("weights") / "notop.h5", base)
+
+
 @pytest.fixture
 def no_imagenet(tmp_path, monkeypatch):
-    """An empty Keras cache: ImageNet weights are 'not available offline'."""
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
-    monkeypatch.setattr(vgg, "_keras_home_candidates",
-                        lambda: [tmp_path / "keras_home"])
-    return tmp_path / "keras_home"
+    """An empty Keras cache: ImageNet weights are 'not in the Keras cache'."""
+    home = tmp_path / "keras_home"
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    monkeypatch.setattr(vgg, "_keras_homes", lambda: [home])
+    return home
 
 
 def _conv_arrays(model):
     return {name: model.get_layer(name).get_weights() for name in vgg.VGG16_CONV_LAYERS}
 
 
-def _write_keras2_notop(path, model):
-    """Write weights the way Keras 2's vgg16 ..._notop.h5 file stores them."""
-    with h5py.File(path, "w") as f:
-        names = [layer.name for layer in model.layers[1:]]
-        f.attrs["layer_names"] = [n.encode() for n in names]
-        for name in names:
-            group = f.create_group(name)
-            weights = model.get_layer(name).get_weights()
-            wnames = [f"{name}_W_1:0", f"{name}_b_1:0"] if weights else []
-            group.attrs["weight_names"] = [n.encode() for n in wnames]
-            for wname, array in zip(wnames, weights):
-                group.create_dataset(wname, data=array)
+def _assert_same_conv_weights(model, reference):
+    expected = _conv_arrays(reference)
+    for name, arrays in _conv_arrays(model).items():
+        for got, want in zip(arrays, expected[name]):
+            np.testing.assert_array_equal(got, want, err_msg=name)
 
 
-def test_conv_base_has_keras_names_and_14714688_weights(base):
+def test_the_trunk_is_keras_vgg16_conv_base(base):
     assert base.count_params() == vgg.VGG16_BASE_WEIGHTS == 14_714_688
     assert [layer.name for layer in base.layers[1:]] == list(vgg.VGG16_LAYERS)
-    reference = keras.applications.VGG16(include_top=False, weights=None, input_shape=SHAPE)
-    assert [(l.name, [tuple(w.shape) for w in l.weights]) for l in reference.layers[1:]] == \
-        [(l.name, [tuple(w.shape) for w in l.weights]) for l in base.layers[1:]]
+    assert [layer.filters for layer in base.layers if hasattr(layer, "filters")] == \
+        [64] * 2 + [128] * 2 + [256] * 3 + [512] * 6
     assert base.weights_status == "random (weights=none)"
 
 
+def test_compact_trunk_keeps_the_five_groups_with_fewer_channels():
+    compact = vgg.vgg16_base((48, 48, 1), weights=None, width=1 / 8)
+    assert [layer.name for layer in compact.layers[1:]] == list(vgg.VGG16_LAYERS)
+    assert [layer.filters for layer in compact.layers if hasattr(layer, "filters")] == \
+        [8] * 2 + [16] * 2 + [32] * 3 + [64] * 6
+    assert compact.output_shape == (None, 1, 1, 64)
+    assert compact.count_params() < vgg.VGG16_BASE_WEIGHTS / 40
+    assert compact.weights_status.startswith("random (compact trunk")
+    with pytest.raises(ValueError, match="trains from scratch: use weights=None"):
+        vgg.vgg16_base(SHAPE, weights="imagenet", width=0.5)
+    with pytest.raises(ValueError, match=r"width must be a number in \(0, 1\]"):
+        vgg.vgg16_base(SHAPE, weights=None, width=2)
+
+
 @pytest.mark.parametrize("trainable_from, first_trainable", [
-    ("block5_conv1", "block5_conv1"), ("block4_conv1", "block4_conv1"),
+    ("auto", "block5_conv1"), ("block5_conv1", "block5_conv1"), ("block4_conv1", "block4_conv1"),
     ("block3_conv2", "block3_conv2"), ("head", "fc6"), (None, "block1_conv1")])
-def test_layers_before_trainable_from_are_frozen(trainable_from, first_trainable):
-    model = vgg.vgg16_classifier(SHAPE, num_classes=7, weights="none",
+def test_with_pretrained_weights_layers_before_trainable_from_are_frozen(
+        weights_file, trainable_from, first_trainable):
+    model = vgg.vgg16_classifier(SHAPE, num_classes=7, weights=weights_file,
                                  trainable_from=trainable_from, head=(8,))
     with_weights = [layer for layer in model.layers if layer.weights]
     trains = [layer.trainable for layer in with_weights]
@@ -72,18 +84,48 @@ def test_layers_before_trainable_from_are_frozen(trainable_from, first_trainable
         int(np.prod(w.shape)) for w in model.trainable_weights)
 
 
-def test_source_recipe_counts():
-    model = vgg.vgg16_classifier(SHAPE, weights=None, head=(4096, 2048), pooling="flatten")
+def test_without_pretrained_weights_nothing_is_frozen_and_it_says_so_once(capsys):
+    model = vgg.vgg16_classifier(SHAPE, num_classes=3, weights="none", head=(8,))
+    assert all(layer.trainable for layer in model.layers if layer.weights)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and "nothing is frozen, every layer trains" in out[0]
+    compact = vgg.vgg16_classifier((48, 48, 3), num_classes=3, weights=None, width=1 / 8)
+    assert all(layer.trainable for layer in compact.layers if layer.weights)
+    assert "compact VGG trunk trains from scratch" in capsys.readouterr().out
+
+
+def test_freezing_random_weights_on_request_warns():
+    with pytest.warns(UserWarning, match="frozen random filters teach nothing"):
+        model = vgg.vgg16_classifier(SHAPE, num_classes=3, weights=None,
+                                     trainable_from="block5_conv1", head=(8,))
+    assert not model.get_layer("block4_conv3").trainable
+    assert model.get_layer("block5_conv1").trainable
+
+
+def test_missing_imagenet_warns_once_trains_everything_and_downloads_nothing(no_imagenet):
+    with pytest.warns(UserWarning) as caught:
+        model = vgg.vgg16_classifier(SHAPE, weights="imagenet", head=(8,))
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "not in the Keras cache" in messages[0]
+    assert "nothing is frozen, every layer trains" in messages[0]
+    assert model.weights_status == "random (ImageNet weights not in the Keras cache)"
+    assert all(layer.trainable for layer in model.layers if layer.weights)
+    assert not list(no_imagenet.rglob("*"))  # nothing downloaded, no folder made
+
+
+def test_source_recipe_counts(weights_file):
+    model = vgg.vgg16_classifier(SHAPE, weights=weights_file, head=(4096, 2048),
+                                 pooling="flatten", trainable_from="block5_conv1")
     assert [layer.name for layer in model.layers[-5:]] == [
         "fc6", "drop6", "fc7", "drop7", "predictions"]
-    assert model.output_shape == (None, 7)
+    assert model.get_layer("fc6").kernel.shape == (512, 4096)  # flatten of block5_pool at 32 px
     frozen = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
     block5 = 3 * (3 * 3 * 512 * 512 + 512)
     assert frozen == vgg.VGG16_BASE_WEIGHTS - block5
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(trainable_from="block6_conv1"), "valid: None (train everything), block1_conv1"),
+    (dict(trainable_from="block6_conv1"), "valid: 'auto', None (train everything), block1_conv1"),
     (dict(input_shape=(16, 16, 3)), ">= 32"),
     (dict(input_shape=(48, 48)), "(height, width, channels)"),
     (dict(num_classes=1), "num_classes must be an integer >= 2, got 1"),
@@ -101,69 +143,45 @@ def test_bad_arguments_are_named(kwargs, message):
     assert message in str(error.value)
 
 
-@pytest.mark.parametrize("fmt", ["keras3", "keras2"])
-def test_weights_from_a_file_load_by_name_into_any_model(base, tmp_path, fmt):
-    path = tmp_path / ("base.weights.h5" if fmt == "keras3" else "notop.h5")
-    if fmt == "keras3":
+@pytest.mark.parametrize("fmt", ["keras_notop_h5", "trunk_weights_h5"])
+def test_weights_files_load_into_the_classifier_and_into_enet(base, weights_file, tmp_path, fmt):
+    path = weights_file
+    if fmt == "trunk_weights_h5":
+        path = tmp_path / "trunk.weights.h5"
         base.save_weights(path)
-    else:
-        _write_keras2_notop(path, base)
     model = vgg.vgg16_classifier(SHAPE, weights=path, head=(8,))
     assert model.weights_status == f"file:{path.name}"
-    expected = _conv_arrays(base)
-    for name, arrays in _conv_arrays(model).items():
-        for got, want in zip(arrays, expected[name]):
-            np.testing.assert_array_equal(got, want)
-    # Another model holding only blocks 1-3 (as E-Net reuses them) loads by name too.
-    inputs = keras.Input(SHAPE)
-    partial = keras.Model(inputs, vgg._conv_blocks(inputs, blocks=(1, 2, 3)))
-    assert vgg.load_vgg16_weights(partial, str(path)).startswith("file:")
-    np.testing.assert_array_equal(partial.get_layer("block3_conv3").get_weights()[0],
-                                  expected["block3_conv3"][0])
+    _assert_same_conv_weights(model, base)
+    # E-Net is built from the same trunk: the same layers, names and weights.
+    e_net = enet(SHAPE, weights=path)
+    _assert_same_conv_weights(e_net, base)
+    assert not e_net.get_layer("block2_conv2").trainable
+    assert e_net.get_layer("block3_conv1").trainable
 
 
-def test_shape_mismatch_names_layer_and_shapes(base, tmp_path):
-    path = tmp_path / "base.weights.h5"
-    base.save_weights(path)
-    grey = vgg.vgg16_base((32, 32, 1), weights=None)
-    before = grey.get_layer("block2_conv1").get_weights()[0].copy()
+def test_a_file_that_does_not_fit_is_a_clear_error(tmp_path):
+    compact = vgg.vgg16_base(SHAPE, weights=None, width=1 / 8)
+    small = tmp_path / "compact.weights.h5"
+    compact.save_weights(small)
     with pytest.raises(vgg.WeightsError) as error:
-        vgg.load_vgg16_weights(grey, path)
-    assert "'block1_conv1'" in str(error.value)
-    assert "(3, 3, 1, 64)" in str(error.value) and "(3, 3, 3, 64)" in str(error.value)
-    # all or nothing: no layer was changed
-    np.testing.assert_array_equal(grey.get_layer("block2_conv1").get_weights()[0], before)
-
-
-def test_unreadable_or_foreign_files_are_clear_errors(base, tmp_path):
+        vgg.vgg16_classifier(SHAPE, weights=small)
+    assert "compact.weights.h5" in str(error.value) and "VGG16 notop" in str(error.value)
     text = tmp_path / "notes.h5"
     text.write_text("not hdf5")
-    with pytest.raises(vgg.WeightsError, match="not an HDF5 file"):
-        vgg.load_vgg16_weights(base, text)
-    other = tmp_path / "dense.weights.h5"
-    dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    dense.save_weights(other)
-    with pytest.raises(vgg.WeightsError, match="holds no VGG16 conv weights"):
-        vgg.load_vgg16_weights(base, other)
-    with pytest.raises(vgg.WeightsError, match="has no layer named like VGG16"):
-        vgg.load_vgg16_weights(dense, other)
-
-
-def test_offline_imagenet_warns_and_stays_random(no_imagenet):
-    with pytest.warns(UserWarning, match="not available offline.*random initialisation"):
-        model = vgg.vgg16_classifier(SHAPE, weights="imagenet", head=(8,))
-    assert model.weights_status == "random (ImageNet weights not available offline)"
-    assert not any(path.exists() for path in no_imagenet.rglob("*.h5"))  # nothing downloaded
+    with pytest.raises(vgg.WeightsError, match="cannot load VGG16 weights from .*notes.h5"):
+        vgg.vgg16_base(SHAPE, weights=text)
 
 
 def test_imagenet_is_read_from_the_keras_cache(base, no_imagenet):
     cache = no_imagenet / "models" / vgg.IMAGENET_NOTOP_FILE
     cache.parent.mkdir(parents=True)
-    _write_keras2_notop(cache, base)
-    model = vgg.vgg16_base(SHAPE, weights="imagenet")
+    write_keras_notop_h5(cache, base)
+    assert vgg.imagenet_weights_path() == cache
+    model = vgg.vgg16_classifier(SHAPE, weights="imagenet", head=(8,))
     assert model.weights_status == "imagenet"
-    np.testing.assert_array_equal(model.get_layer("block5_conv3").get_weights()[0],
-                                  base.get_layer("block5_conv3").get_weights()[0])
+    _assert_same_conv_weights(model, base)
+    assert not model.get_layer("block4_conv3").trainable  # pretrained: blocks 1-4 frozen
+    assert vgg.fetch_imagenet_weights(timeout=1) == cache  # cached: nothing to download
 
 
 def test_fetch_fails_fast_and_cleanly_when_offline(no_imagenet):
@@ -171,53 +189,4 @@ def test_fetch_fails_fast_and_cleanly_when_offline(no_imagenet):
     with pytest.raises(RuntimeError, match="could not download the ImageNet VGG16 weights"):
         vgg.fetch_imagenet_weights(timeout=2, url="http://127.0.0.1:9/vgg16_notop.h5")
     assert time.perf_counter() - start < 10
-    assert not list(no_imagenet.rglob("*")) or not list(no_imagenet.rglob("*.h5*"))
-
-
-def test_vgg_preprocess_matches_keras_caffe_mode():
-    rng = np.random.default_rng(0)
-    grey = rng.integers(0, 256, (2, 40, 40, 1), dtype=np.uint8)
-    ours = np.asarray(vgg.vgg_preprocess(grey, 40))
-    theirs = keras.applications.vgg16.preprocess_input(
-        np.repeat(grey.astype("float32"), 3, axis=-1))
-    np.testing.assert_allclose(ours, theirs, atol=1e-4)
-    assert np.asarray(vgg.vgg_preprocess(grey, 64)).shape == (2, 64, 64, 3)
-
-
-def test_cached_fine_tune_equals_the_plain_path():
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (6, 36, 36, 1), dtype=np.uint8)
-    y = rng.integers(0, 3, 6)
-    keras.utils.set_random_seed(1)
-    kwargs = dict(num_classes=3, weights=None, head=(8,), dropout=0.0)
-    a = vgg.vgg16_classifier(SHAPE, **kwargs)
-    b = vgg.vgg16_classifier(SHAPE, **kwargs)
-    b.set_weights(a.get_weights())
-    before = a.get_layer("block5_conv1").get_weights()[0].copy()
-    train = dict(epochs=1, batch_size=6, learning_rate=1e-3, precision="float32", verbose=0)
-    ra = vgg.fine_tune(a, (x, y), (x, y), cache_features=True, **train)
-    rb = vgg.fine_tune(b, (x, y), (x, y), cache_features=False, **train)
-    assert (ra.path, rb.path) == ("cached", "plain")
-    assert np.abs(a.get_layer("block5_conv1").get_weights()[0] - before).max() > 0  # it trained
-    for name in ("block4_conv3", "block5_conv1", "block5_conv3", "fc6", "predictions"):
-        np.testing.assert_allclose(a.get_layer(name).get_weights()[0],
-                                   b.get_layer(name).get_weights()[0], atol=1e-6)
-    np.testing.assert_array_equal(a.get_layer("block1_conv1").get_weights()[0],
-                                  b.get_layer("block1_conv1").get_weights()[0])
-    assert ra.val_accuracy == pytest.approx(rb.val_accuracy)
-    assert ra.images_per_second > 0
-
-
-def test_fine_tune_rejects_bad_arguments():
-    model = vgg.vgg16_classifier(SHAPE, num_classes=3, weights=None, head=(4,))
-    x = np.zeros((4, 32, 32, 1), np.uint8)
-    with pytest.raises(ValueError, match="cannot be combined with augment=True"):
-        vgg.fine_tune(model, (x, [0, 1, 2, 0]), cache_features=True, augment=True)
-    with pytest.raises(ValueError, match=r"labels must lie in 0..2 .* got 0..5"):
-        vgg.fine_tune(model, (x, [0, 1, 2, 5]), verbose=0)
-    with pytest.raises(ValueError, match="epochs must be a positive integer, got 0"):
-        vgg.fine_tune(model, (x, [0, 1, 2, 0]), epochs=0)
-    with pytest.raises(ValueError, match="uint8"):
-        vgg.fine_tune(model, (x.astype("float32"), [0, 1, 2, 0]))
-    with pytest.raises(ValueError, match="precision must be"):
-        vgg.fine_tune(model, (x, [0, 1, 2, 0]), precision="fp8")
+    assert not list(no_imagenet.rglob("*.h5*"))  # no partial file left behind
