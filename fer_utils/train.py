@@ -334,6 +334,11 @@ class CosineDecayToBudget(keras.callbacks.Callback):
         self.model.optimizer.learning_rate = rate
         self.rates.append(float(rate))
 
+    def on_epoch_end(self, epoch, logs=None):
+        """Log the rate of the epoch's last batch (history, CSV log, TensorBoard)."""
+        if logs is not None and self.rates:
+            logs["learning_rate"] = self.rates[-1]
+
     def on_train_batch_end(self, batch, logs=None):
         """Count the step; stop when the time budget is spent."""
         self._steps_done += 1
@@ -1239,7 +1244,7 @@ def _fit_cached(model, plan: _Plan, train, val, inputs: _Inputs, opts: dict):
         _feature_batches(x_train, train.labels, opts["batch_size"], True, opts["seed"]),
         validation_data=None if val is None else _feature_batches(x_val, val.labels, big,
                                                                   False, 0),
-        epochs=opts["epochs"], callbacks=callbacks + opts["budget"], shuffle=False,
+        epochs=opts["epochs"], callbacks=opts["budget"] + callbacks, shuffle=False,
         class_weight=opts["class_weight"], verbose=opts["keras_verbose"])
     predict = None if val is None else (
         lambda: plan.tail.predict(_feature_batches(x_val, val.labels, big, False, 0), verbose=0))
@@ -1253,7 +1258,7 @@ def _fit_full(model, train, val, inputs: _Inputs, opts: dict, augment: bool):
     history = model.fit(
         inputs.batches(train, opts["batch_size"], True, opts["seed"], augment=augment),
         validation_data=None if val is None else inputs.batches(val, big, False, 0),
-        epochs=opts["epochs"], callbacks=opts["callbacks"] + opts["budget"], shuffle=False,
+        epochs=opts["epochs"], callbacks=opts["budget"] + opts["callbacks"], shuffle=False,
         class_weight=opts["class_weight"], verbose=opts["keras_verbose"])
     predict = None if val is None else (
         lambda: model.predict(inputs.batches(val, big, False, 0), verbose=0))
@@ -1323,7 +1328,7 @@ def fit_classifier(model, train, val=None, *, epochs: int, batch_size: int = 32,
         max_cache_mb: memory allowed for the frozen part's output ("auto" mode).
         schedule: None (constant rate) or "cosine": `CosineDecayToBudget`, a cosine from the
             learning rate to 0 over the time budget (or over the epochs when they end
-            first), set before every batch.
+            first), set before every batch; the history logs each epoch's last rate.
 
     Returns:
         FitResult: model (trained in place, compiled, float32), history, path and reason,
