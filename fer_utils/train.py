@@ -334,17 +334,39 @@ class CosineDecayToBudget(keras.callbacks.Callback):
         self.model.optimizer.learning_rate = rate
         self.rates.append(float(rate))
 
+    # An epoch that would start at a rate below this part of the first one teaches nothing
+    # more (cosine: past 98 % of the budget); stopping at its end saves the next epoch's
+    # start-up and validation, which would overrun the budget.
+    LAST_USEFUL_RATE = 1e-3
+
     def on_epoch_end(self, epoch, logs=None):
-        """Log the rate of the epoch's last batch (history, CSV log, TensorBoard)."""
+        """Log the epoch's last rate (history, CSV log, TensorBoard); stop when the next epoch
+        would run at a rate below `LAST_USEFUL_RATE` of the first."""
         if logs is not None and self.rates:
             logs["learning_rate"] = self.rates[-1]
+        if self.minutes is None or self.started is None or self.model.stop_training:
+            return
+        next_rate = 0.5 * (1.0 + np.cos(np.pi * self.fraction()))
+        if next_rate < self.LAST_USEFUL_RATE:
+            self.model.stop_training = True
+            self.message = (f"time budget: stopped at the end of epoch {epoch + 1} after "
+                            f"{self._steps_done} steps, {self._used() / 60:.1f} of "
+                            f"{self.minutes:.1f} minutes used; the learning rate has decayed "
+                            f"to {self.rates[-1]:.2g} (another epoch would start below "
+                            f"{self.LAST_USEFUL_RATE:.1%} of the first rate)")
+            if self.verbose:
+                print(self.message, flush=True)
+
+    def _used(self) -> float:
+        """Seconds since the budget began."""
+        return time.perf_counter() - self.started
 
     def on_train_batch_end(self, batch, logs=None):
         """Count the step; stop when the time budget is spent."""
         self._steps_done += 1
         if self.minutes is None or self.started is None:
             return
-        used = time.perf_counter() - self.started
+        used = self._used()
         if used >= self.minutes * 60 and not self.model.stop_training:
             self.model.stop_training = True
             self.message = (f"time budget: stopped after {self._steps_done} steps, "

@@ -29,7 +29,8 @@ def test_generate_prints_images_per_second(capsys):
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("generate: 6 synthetic faces at 32 px")
     rate = float(IMG_PER_S.search(line).group(1))
-    assert rate == pytest.approx(6 / results[0]["seconds"], rel=0.01)  # the line says the result
+    # the line says the result (printed to 0.1 img/s)
+    assert rate == pytest.approx(6 / results[0]["seconds"], rel=0.01, abs=0.05)
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def test_train_uses_fit_classifier_and_names_path_precision_and_weights(tiny_set
                            f"(weights=none)")
     assert "size=32 images=27 epochs=1" in line
     rate = float(IMG_PER_S.search(line).group(1))
-    assert rate == pytest.approx(27 / results[0]["seconds"], rel=0.01)
+    assert rate == pytest.approx(27 / results[0]["seconds"], rel=0.01, abs=0.05)
     assert results[0]["path"] == path
     assert round(results[0]["val_accuracy"] * 3, 6) in (0, 1, 2, 3)  # accuracy on 3 faces
 
