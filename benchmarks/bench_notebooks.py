@@ -1,0 +1,165 @@
+"""Minutes per notebook: run the course's notebooks in fresh kernels and print how long each took.
+
+Each notebook is executed top to bottom with nbclient in a kernel of its own (as a learner's
+Run All after a kernel restart), with `FER_PROFILE=laptop` (or `--profile`) and, with
+`--dataset SPEC`, `FER_DATASET=SPEC` (default: whatever the environment says, i.e. the built-in
+set unless data/fer2013.csv exists). The committed notebooks are only read: the executed copies
+stay in memory, or go to `--save-to DIR` when asked (never into notebooks/).
+
+For every notebook it prints the wall-clock minutes, the CPU seconds of its kernel (user +
+system, read from the operating system once the kernel has exited: on 2 quiet cores wall
+≈ CPU / 1.7), the machine's load average before and after, and `ok`, or one line that names
+the cell and the error when the notebook raised. A script that prints figures, not a test;
+the exit status is 1 when a notebook failed.
+
+Usage:
+    python benchmarks/bench_notebooks.py                         # every notebook
+    python benchmarks/bench_notebooks.py --only 00 07 --dataset fer2013:$HOME/fer2013.csv
+    python benchmarks/bench_notebooks.py --only 01 --save-to /tmp/executed --profile ci
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+PROFILES = ("ci", "laptop", "full")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", metavar="NN",
+                        help="notebook numbers or name prefixes (e.g. 00 07); default: all")
+    parser.add_argument("--dataset", metavar="SPEC",
+                        help="FER_DATASET for the kernels (synthetic, fer2013:PATH, folder:PATH, "
+                             "...); default: the environment's")
+    parser.add_argument("--profile", default="laptop", choices=PROFILES,
+                        help="FER_PROFILE for the kernels (default: laptop)")
+    parser.add_argument("--timeout", type=float, default=1800,
+                        help="seconds one cell may run before the notebook counts as failed "
+                             "(default 1800)")
+    parser.add_argument("--kernel", default="python3", help="Jupyter kernel name (python3)")
+    parser.add_argument("--save-to", type=Path, metavar="DIR",
+                        help="also write each executed notebook (with its outputs) to DIR")
+    args = parser.parse_args(argv)
+    if args.save_to is not None and args.save_to.resolve() == NOTEBOOKS.resolve():
+        parser.error("--save-to must not be notebooks/: the committed notebooks stay without "
+                     "outputs")
+    if args.timeout <= 0:
+        parser.error(f"--timeout must be > 0 seconds, got {args.timeout}")
+    return args
+
+
+def select(only) -> list[Path]:
+    """The notebooks to run, in course order; an unknown NN is an error naming it."""
+    every = sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
+    if not only:
+        return every
+    chosen, unknown = [], []
+    for key in only:
+        hits = [p for p in every if p.name.startswith(key)]
+        (chosen.extend(hits) if hits else unknown.append(key))
+    if unknown:
+        names = ", ".join(p.stem for p in every)
+        raise SystemExit(f"error: no notebook starts with {', '.join(unknown)} (there are: "
+                         f"{names})")
+    return sorted(set(chosen), key=every.index)
+
+
+def kernel_environment(args) -> None:
+    """The settings every kernel inherits: profile, data set, fer_utils importable, quiet TF."""
+    os.environ["FER_PROFILE"] = args.profile
+    if args.dataset:
+        os.environ["FER_DATASET"] = args.dataset
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    paths = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of the finished child processes (the kernels) so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def failure_line(error: BaseException, nb) -> str:
+    """One line: which code cell failed and the error's name and first line."""
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError
+
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    ran = [i for i, c in enumerate(code_cells, start=1) if c.get("execution_count")]
+    where = f"code cell {ran[-1]} of {len(code_cells)}" if ran else "before the first cell"
+    if isinstance(error, CellExecutionError):
+        what = f"{error.ename}: {str(error.evalue).strip().splitlines()[0] if error.evalue else ''}"
+    elif isinstance(error, CellTimeoutError):
+        what = "cell timed out"
+    else:
+        what = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error) else ''}"
+    return f"{where}: {what}"[:300]
+
+
+def run_one(path: Path, args) -> dict:
+    """Execute one notebook in a fresh kernel; its minutes, CPU seconds, load and outcome."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=args.timeout, kernel_name=args.kernel,
+                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    load_before = os.getloadavg()[0]
+    cpu_before, start = children_cpu_seconds(), time.perf_counter()
+    error = None
+    try:
+        client.execute()
+    except Exception as caught:  # any failure of the notebook is reported, the others still run
+        error = caught
+    wall = time.perf_counter() - start
+    cpu = children_cpu_seconds() - cpu_before
+    if args.save_to is not None:
+        args.save_to.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, args.save_to / path.name)
+    return {"name": path.stem, "minutes": wall / 60, "cpu_s": cpu, "load": (load_before,
+            os.getloadavg()[0]), "error": None if error is None else failure_line(error, nb)}
+
+
+def main(argv=None) -> int:
+    """Run the chosen notebooks and print one row per notebook, then the failures."""
+    args = parse_args(argv)
+    paths = select(args.only)
+    kernel_environment(args)
+    dataset = os.environ.get("FER_DATASET") or "(environment default)"
+    print(f"{len(paths)} notebook(s), FER_PROFILE={args.profile}, FER_DATASET={dataset}; "
+          f"{os.cpu_count()} CPU(s), {platform.machine()}, Python {platform.python_version()}",
+          flush=True)
+    header = f"{'notebook':32s} {'minutes':>8s} {'CPU s':>8s} {'load 1-min':>12s}  result"
+    print(header + "\n" + "-" * len(header), flush=True)
+    rows = []
+    for path in paths:
+        row = run_one(path, args)
+        rows.append(row)
+        load = f"{row['load'][0]:.1f}→{row['load'][1]:.1f}"
+        print(f"{row['name']:32s} {row['minutes']:8.2f} {row['cpu_s']:8.0f} {load:>12s}  "
+              f"{'ok' if row['error'] is None else 'FAILED'}", flush=True)
+    total = sum(r["minutes"] for r in rows)
+    print("-" * len(header) + f"\n{'total':32s} {total:8.2f} "
+          f"{sum(r['cpu_s'] for r in rows):8.0f}")
+    failed = [r for r in rows if r["error"]]
+    for row in failed:
+        print(f"FAILED {row['name']}: {row['error']}")
+    if args.save_to is not None:
+        print(f"executed copies in {args.save_to}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
