@@ -56,7 +56,11 @@ def test_the_trunk_is_keras_vgg16_conv_base(base):
 
 def test_compact_trunk_keeps_the_five_groups_with_fewer_channels():
     compact = vgg.vgg16_base((48, 48, 1), weights=None, width=1 / 8)
-    assert [layer.name for layer in compact.layers[1:]] == list(vgg.VGG16_LAYERS)
+    names = [layer.name for layer in compact.layers[1:]]
+    assert [n for n in names if not n.endswith("_bn")] == list(vgg.VGG16_LAYERS)
+    # A batch normalisation of every conv's input, right before it.
+    assert [n for n in names if n.endswith("_bn")] == [f"{c}_bn" for c in vgg.VGG16_CONV_LAYERS]
+    assert all(names[names.index(f"{c}_bn") + 1] == c for c in vgg.VGG16_CONV_LAYERS)
     assert [layer.filters for layer in compact.layers if hasattr(layer, "filters")] == \
         [8] * 2 + [16] * 2 + [32] * 3 + [64] * 6
     assert compact.output_shape == (None, 1, 1, 64)
@@ -66,6 +70,24 @@ def test_compact_trunk_keeps_the_five_groups_with_fewer_channels():
         vgg.vgg16_base(SHAPE, weights="imagenet", width=0.5)
     with pytest.raises(ValueError, match=r"width must be a number in \(0, 1\]"):
         vgg.vgg16_base(SHAPE, weights=None, width=2)
+
+
+def test_compact_trunk_learns_from_scratch_on_vgg_scaled_input():
+    # Where a bright square sits (top left or bottom right) is the class: a location task, as
+    # AUs are, on VGG-preprocessed pixels (about ±120), from random weights.
+    rng = np.random.default_rng(0)
+    labels = np.arange(128) % 2
+    images = rng.normal(0, 20, (128, 32, 32, 3)).astype("float32")
+    for image, label in zip(images, labels):
+        y, x = (4, 4) if label else (20, 20)
+        image[y:y + 8, x:x + 8] += 100
+    keras.utils.set_random_seed(0)
+    model = vgg.vgg16_classifier(SHAPE, num_classes=2, weights=None, width=1 / 8, head=(16,),
+                                 dropout=0.0, verbose=False)
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    history = model.fit(images, labels, batch_size=32, epochs=8, verbose=0)
+    assert history.history["accuracy"][-1] > 0.9, history.history
 
 
 @pytest.mark.parametrize("trainable_from, first_trainable", [

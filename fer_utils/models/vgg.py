@@ -4,7 +4,8 @@ The trunk is `keras.applications.VGG16(include_top=False)`: layer names `block1_
 `block5_pool`, ImageNet weights from the Keras cache. `vgg16_classifier` here and E-Net /
 EAC-Net (`fer_utils.models.eacnet`) are built by reusing the trunk's layers, so every VGG
 model of the kit has the same conv groups, names and weights. A compact trunk (`width=1/8`:
-the same five groups with an eighth of the channels) trains from scratch on a laptop.
+the same five groups with an eighth of the channels, batch-normalised) trains from scratch on
+a laptop.
 
 The models take VGG-preprocessed input (RGB -> BGR, ImageNet channel means subtracted, 0-255
 scale), exactly like `keras.applications.VGG16`: the input pipeline makes it, e.g.
@@ -173,15 +174,24 @@ def _check_width(width, weights) -> float:
 
 
 def _narrowed(base, width: float):
-    """A copy of the trunk with every conv's filters multiplied by `width` (at least 4)."""
-    def clone(layer):
-        """A copy of `layer`; a convolution gets `width` times its filters."""
+    """The compact trunk: every conv with `width` times its filters (at least 4), and a batch
+    normalisation of its input (`<conv>_bn`), so that 13 convolutions train from scratch.
+
+    Without it the stack of 13 ReLU convolutions (Glorot-initialised, as in Keras' VGG16)
+    stalls at the loss of the label prior for epochs when trained from scratch. Normalising
+    each conv's INPUT keeps every named VGG layer's output what it is in VGG16 (a conv's ReLU
+    output), so E-Net fuses its map and Grad-CAM reads `block4_conv3` at the same place.
+    """
+    first = base.layers[0]
+    inputs = keras.Input(shape=base.inputs[0].shape[1:], name=first.name)
+    x = inputs
+    for layer in base.layers[1:]:
         config = layer.get_config()
         if isinstance(layer, keras.layers.Conv2D):
             config["filters"] = max(4, int(round(config["filters"] * width)))
-        return layer.__class__.from_config(config)
-
-    return keras.models.clone_model(base, clone_function=clone)
+            x = keras.layers.BatchNormalization(name=f"{layer.name}_bn")(x)
+        x = layer.__class__.from_config(config)(x)
+    return keras.Model(inputs, x, name=base.name)
 
 
 def vgg16_base(input_shape=(96, 96, 3), weights="imagenet", width: float = 1.0,
@@ -193,8 +203,9 @@ def vgg16_base(input_shape=(96, 96, 3), weights="imagenet", width: float = 1.0,
         weights: "imagenet" (the Keras cache; never downloads: random with a warning when
             absent), None / "none", or the path of a Keras VGG16 notop `.h5` file (or a
             `.weights.h5` saved from this trunk).
-        width: channel multiplier: 1 is VGG16; 1/8 is the compact trunk (same five groups,
-            8-64 channels) that trains from scratch (weights must be None).
+        width: channel multiplier: 1 is VGG16; below 1 the compact trunk (1/8: the same five
+            groups with 8-64 channels, and a batch normalisation `<conv>_bn` before every
+            conv) that trains from scratch (weights must be None).
         name: the model's name.
 
     Returns:
@@ -285,7 +296,8 @@ def freeze_before(model, trainable_from, status: str, default: str, who: str,
     if trainable_from is None:
         return
     if trainable_from == "head":
-        frozen = [layer for layer in model.layers if layer.name in VGG16_LAYERS]
+        frozen = [layer for layer in model.layers
+                  if layer.name in VGG16_LAYERS or layer.name[:-3] in VGG16_CONV_LAYERS]
     else:
         frozen = model.layers[:[layer.name for layer in model.layers].index(trainable_from)]
     for layer in frozen:
