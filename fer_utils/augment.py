@@ -4,6 +4,7 @@ The source notes expand every face 30×: five pixel-level changes (mean blur, un
 motion blur, noise, colour) times six pose changes (rotation + translation written as an explicit
 2×3 affine matrix [R | T]). This module does that offline (`expand_30x`, NumPy/OpenCV, uint8) and
 on the fly inside a `tf.data` pipeline (`tf_random_augment`, TensorFlow ops, graph mode).
+`tf_flip_shift` is the cheap on-the-fly mode of the small-CNN recipe: mirror and shift only.
 
 Conventions:
     * Images are uint8, H×W or H×W×C (C = 1 grey, 3 RGB); batches are N×H×W×C.
@@ -27,7 +28,7 @@ __all__ = [
     "Pose", "POSES", "affine_matrix", "pose_matrices", "apply_affine", "transform_landmarks",
     "crop_matrix", "crop", "random_crops", "motion_kernel", "color_lut",
     "expand_30x", "expand_faceset", "random_augment", "tf_random_augment", "RANDOM_OPS",
-    "VARIANTS_PER_IMAGE",
+    "VARIANTS_PER_IMAGE", "tf_flip_shift",
 ]
 
 # Defaults of the five pixel ops (chosen for 48-96 px faces: visible, but the face stays readable).
@@ -746,3 +747,53 @@ def tf_random_augment(images, landmarks=None, seed=None, max_angle: float = MAX_
     moved = tf.stack([col(a) * px + col(b) * py + col(t0),
                       -col(b) * px + col(a) * py + col(t1)], axis=-1)
     return x, moved
+
+
+def tf_flip_shift(images, seed=None, max_shift: int = 4, flip: bool = True):
+    """Cheap on-the-fly augmentation: a random mirror and a random shift per image (TF ops).
+
+    Each image is mirrored left-right with probability 1/2 and moved by a whole number of
+    pixels (dx, dy uniform in -max_shift..max_shift) with reflected borders: pad by
+    `max_shift` (reflect), then cut each image's own H×W window out with two batched gathers.
+    No resampling, no filter: a few microseconds per 48 px face, against ~1-1.7 ms for
+    `tf_random_augment`.
+
+    Args:
+        images: float B×H×W×C batch (any value range), H and W > max_shift.
+        seed: None (TensorFlow's global seed), an int, or an int tensor of shape [] or [2]
+            (stateless: the same seed gives the same batch).
+        max_shift: largest shift in pixels (0: no shift).
+        flip: mirror half of the images.
+
+    Returns:
+        The augmented batch, same shape and dtype.
+    """
+    import tensorflow as tf
+
+    if isinstance(max_shift, bool) or not isinstance(max_shift, (int, np.integer)) \
+            or max_shift < 0:
+        raise ValueError(f"tf_flip_shift: max_shift must be an int >= 0 (pixels), "
+                         f"got {max_shift!r}")
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank != 4:
+        raise ValueError(f"tf_flip_shift needs B×H×W×C images, got shape {images.shape}")
+    seeds = tf.random.experimental.stateless_split(_tf_seed(seed), num=2)
+    shape = tf.shape(images)
+    batch, height, width = shape[0], shape[1], shape[2]
+    x = images
+    if flip:
+        mirror = tf.random.stateless_uniform([batch], seeds[0], 0, 2, dtype=tf.int32) > 0
+        x = tf.where(tf.reshape(mirror, [-1, 1, 1, 1]), tf.reverse(x, axis=[2]), x)
+    if max_shift:
+        if images.shape[1] is not None and min(images.shape[1], images.shape[2]) <= max_shift:
+            raise ValueError(f"tf_flip_shift: max_shift={max_shift} needs images larger than "
+                             f"{max_shift} px, got shape {images.shape}")
+        m = int(max_shift)
+        offsets = tf.random.stateless_uniform([batch, 2], seeds[1], 0, 2 * m + 1,
+                                              dtype=tf.int32)
+        padded = tf.pad(x, [[0, 0], [m, m], [m, m], [0, 0]], mode="REFLECT")
+        rows = offsets[:, :1] + tf.range(height)[None]  # B×H: the rows each image keeps
+        cols = offsets[:, 1:] + tf.range(width)[None]  # B×W
+        x = tf.gather(padded, rows, axis=1, batch_dims=1)
+        x = tf.gather(x, cols, axis=2, batch_dims=1)
+    return tf.ensure_shape(x, images.shape)

@@ -13,6 +13,8 @@ PROFILES = ("ci", "laptop", "full")
 DATASET_KINDS = ("synthetic", "fer2013", "folder", "au-csv")
 WEIGHTS_CHOICES = ("imagenet", "none")
 DEFAULT_SEED = 1234
+# The ImageNet VGG16 weights file (no top) as keras.applications names it in the Keras cache.
+IMAGENET_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
 
 class SettingsError(ValueError):
@@ -80,7 +82,28 @@ class Settings:
             devices, tf_version = "?", "not installed"
         groups = f" | groups: {self.groups}" if self.groups else ""
         return (f"TensorFlow {tf_version} | devices: {devices} | profile: {self.profile.name} | "
-                f"dataset: {self.dataset}{groups} | weights: {self.weights} | seed: {self.seed}")
+                f"dataset: {self.dataset}{groups} | weights: {self.weights_status()} | "
+                f"seed: {self.seed}")
+
+    def weights_status(self) -> str:
+        """The weights setting and what it gives: "imagenet" only when the file is on disk."""
+        if self.weights != "imagenet":
+            return self.weights
+        if imagenet_weights_path() is None:
+            return "imagenet (not in the Keras cache: VGG models start from random weights)"
+        return "imagenet"
+
+
+def keras_homes() -> list[Path]:
+    """Where Keras keeps downloads: $KERAS_HOME or ~/.keras, then its fallback /tmp/.keras."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return [Path(home), Path("/tmp/.keras")]
+
+
+def imagenet_weights_path() -> Path | None:
+    """The ImageNet VGG16 notop file in the Keras cache (`<home>/models/`), or None; no download."""
+    candidates = [home / "models" / IMAGENET_NOTOP_FILE for home in keras_homes()]
+    return next((path for path in candidates if path.is_file()), None)
 
 
 def base_dir() -> Path:

@@ -5,6 +5,8 @@
   upstream of the trainable layers changes from step to step, else runs the whole model
   every step ("full" path), and says which and why. Checkpoints always hold the full
   image-to-label model.
+- `CosineDecayToBudget`: a cosine learning-rate decay driven by the time budget (the rate
+  reaches 0 when the time is up, whatever the machine's speed), and the stop at the budget.
 - `make_callbacks`: TensorBoard under `logs/<run>`, best-model checkpoint, BackupAndRestore
   (re-running an interrupted run resumes at the next epoch), CSV log, optional
   confusion-matrix images and a compact tqdm progress bar.
@@ -42,6 +44,11 @@ __all__ = [
     "ConfusionMatrixLogger",
     "BackupAndRestore",
     "TimeBudget",
+    "CosineDecayToBudget",
+    "SCHEDULES",
+    "AUGMENTATIONS",
+    "CLASS_WEIGHTS",
+    "classifier_batches",
     "CallbacksOnModel",
     "LayerwiseOptimizer",
     "layerwise_optimizer",
@@ -59,6 +66,13 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("adam", "sgd", "nesterov", "rmsprop", "adamw", "nadam", "adagrad")
+# learning-rate schedules of `fit_classifier`: constant, or cosine to 0 over the budget
+SCHEDULES = (None, "cosine")
+# on-the-fly augmentation of `fit_classifier`: False, "flip-shift" (`augment.tf_flip_shift`),
+# "full" or True (`augment.tf_random_augment`: pixel ops, rotation and shift)
+AUGMENTATIONS = (False, True, "flip-shift", "full")
+# class weights: "balanced" n / (K·count), "sqrt" its square root (halfway to no weights)
+CLASS_WEIGHTS = ("balanced", "sqrt")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 _PRECISION_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16",
                       "mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
@@ -254,6 +268,88 @@ class TimeBudget(keras.callbacks.Callback):
             self.message = (f"time budget: stopped after epoch {epoch + 1} of {total}: "
                             f"{used / 60:.1f} of {self.minutes:g} minutes used, and one more "
                             f"epoch takes about {per_epoch / 60:.1f} minutes")
+            if self.verbose:
+                print(self.message, flush=True)
+
+
+class CosineDecayToBudget(keras.callbacks.Callback):
+    """Cosine learning-rate decay over a time budget: the rate reaches 0 when time is up.
+
+    Before every training batch the rate is set to `learning_rate · (1 + cos(π·f)) / 2`,
+    where f is the part of the run already done: the larger of the part of the time budget
+    used and the part of the planned steps (epochs × steps per epoch) taken. A fast machine
+    runs more epochs, a slow or busy one fewer, and either way the rate has decayed to ~0 by
+    the end, which is when a cosine schedule gives its best model. When the budget is spent,
+    training stops after the current batch (Keras still validates that epoch).
+
+    Args:
+        learning_rate: the rate at the start.
+        minutes: the budget in minutes (None: the steps alone drive the decay).
+        started: `time.perf_counter()` when the budget began (e.g. before a feature cache was
+            computed); default: when training begins.
+        verbose: print the line that says training stopped at the budget.
+    """
+
+    def __init__(self, learning_rate: float, minutes: float | None = None,
+                 started: float | None = None, verbose: bool = True):
+        super().__init__()
+        if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) \
+                or not learning_rate > 0:
+            raise ValueError(f"CosineDecayToBudget: learning_rate must be a number > 0, "
+                             f"got {learning_rate!r}")
+        if minutes is not None and (isinstance(minutes, bool)
+                                    or not isinstance(minutes, (int, float)) or minutes <= 0):
+            raise ValueError(f"CosineDecayToBudget: minutes must be a number > 0 or None, "
+                             f"got {minutes!r}")
+        self.learning_rate = float(learning_rate)
+        self.minutes = None if minutes is None else float(minutes)
+        self.started = started
+        self.verbose = verbose
+        self.message = None
+        self.rates: list[float] = []  # the rate of every batch, in order
+        self._steps_done = 0
+        self._total_steps = None
+
+    def fraction(self) -> float:
+        """The part of the run done (0 at the start, 1 at the end): time or steps."""
+        parts = [0.0]
+        if self.minutes is not None and self.started is not None:
+            parts.append((time.perf_counter() - self.started) / (self.minutes * 60))
+        if self._total_steps:
+            parts.append(self._steps_done / self._total_steps)
+        return float(min(max(parts), 1.0))
+
+    def on_train_begin(self, logs=None):
+        """Start the clock (unless given) and count the planned steps."""
+        self.started = time.perf_counter() if self.started is None else self.started
+        params = self.params or {}
+        steps, epochs = params.get("steps"), params.get("epochs")
+        self._total_steps = int(steps) * int(epochs) if steps and epochs else None
+        self._steps_done = 0
+        self.message = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        """Set the rate from the part of the run done."""
+        rate = self.learning_rate * 0.5 * (1.0 + np.cos(np.pi * self.fraction()))
+        self.model.optimizer.learning_rate = rate
+        self.rates.append(float(rate))
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Log the rate of the epoch's last batch (history, CSV log, TensorBoard)."""
+        if logs is not None and self.rates:
+            logs["learning_rate"] = self.rates[-1]
+
+    def on_train_batch_end(self, batch, logs=None):
+        """Count the step; stop when the time budget is spent."""
+        self._steps_done += 1
+        if self.minutes is None or self.started is None:
+            return
+        used = time.perf_counter() - self.started
+        if used >= self.minutes * 60 and not self.model.stop_training:
+            self.model.stop_training = True
+            self.message = (f"time budget: stopped after {self._steps_done} steps, "
+                            f"{used / 60:.1f} of {self.minutes:.1f} minutes used; the learning "
+                            f"rate has decayed to {self.rates[-1]:.2g}")
             if self.verbose:
                 print(self.message, flush=True)
 
@@ -583,13 +679,19 @@ def layerwise_optimizer(learning_rates: dict, base_learning_rate=1e-3, optimizer
 # --------------------------------------------------------------------------- class balance
 
 
-def class_weights(labels, num_classes: int | None = None) -> dict:
+def class_weights(labels, num_classes: int | None = None, kind: str = "balanced") -> dict:
     """"Balanced" class weights n_samples / (n_classes * count) as {class: weight} for `fit`.
 
     Computed by scikit-learn's `compute_class_weight("balanced")`; a class absent from
-    `labels` (possible when `num_classes` is given) gets weight 1.0.
+    `labels` (possible when `num_classes` is given) gets weight 1.0. kind="sqrt" gives the
+    square roots of the balanced weights: rare classes count more, but less than "balanced"
+    (FER2013's "disgust" gets ×2.5 instead of ×6.6).
     """
     from sklearn.utils.class_weight import compute_class_weight
+
+    if kind not in CLASS_WEIGHTS:
+        raise ValueError(f"class_weights: kind={kind!r} is not supported; allowed: "
+                         f"{', '.join(CLASS_WEIGHTS)}")
 
     y = np.asarray(labels)
     if y.ndim == 2 and y.shape[1] > 1:
@@ -605,6 +707,8 @@ def class_weights(labels, num_classes: int | None = None) -> dict:
     if num_classes is not None and present.max() >= num_classes:
         raise ValueError(f"class_weights: label {present.max()} >= num_classes={num_classes}")
     weights = compute_class_weight("balanced", classes=present, y=y)
+    if kind == "sqrt":
+        weights = np.sqrt(weights)
     out = {int(c): float(w) for c, w in zip(present, weights)}
     for c in range(int(num_classes or 0)):
         out.setdefault(c, 1.0)
@@ -886,6 +990,7 @@ class FitResult:
     stopped: str | None = None  # the time budget's message when it stopped training early
     val_report: dict | None = None  # `fer_utils.metrics.prediction_report` on the validation set
     run_dir: Path | None = None  # the run folder (TensorBoard, best.keras, backup) if any
+    val_probabilities: np.ndarray | None = None  # the returned model's outputs on `val`
 
     @property
     def images_per_second(self) -> float:
@@ -944,13 +1049,50 @@ class _Inputs:
                              f"None, got {preprocess!r}")
         return cls(shape[:2], shape[2], preprocess, int(model.output_shape[-1]))
 
-    def batches(self, faces, batch_size: int, shuffle: bool, seed: int, augment: bool = False):
-        """The faces as a tf.data pipeline of (images, labels) the model takes."""
+    def batches(self, faces, batch_size: int, shuffle: bool, seed: int, augment=False):
+        """The faces as a tf.data pipeline of (images, labels) the model takes.
+
+        augment: False, True / "full" (`augment.tf_random_augment` inside `to_tf_dataset`) or
+        "flip-shift" (`augment.tf_flip_shift` on each finished batch: mirror, and shift by up
+        to 1/12 of the side, 4 px at 48 px).
+        """
         from . import data
 
-        return data.to_tf_dataset(faces, batch_size=batch_size, shuffle=shuffle, seed=seed,
-                                  image_size=self.size, channels=self.channels,
-                                  preprocess=self.preprocess, augment=augment)
+        full = augment is True or augment == "full"
+        batches = data.to_tf_dataset(faces, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                                     image_size=self.size, channels=self.channels,
+                                     preprocess=self.preprocess, augment=full)
+        if augment != "flip-shift":
+            return batches
+        from .augment import tf_flip_shift
+
+        shift = max(1, int(round(min(self.size) / 12)))
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        return tf.data.Dataset.zip(batches, seeds).map(
+            lambda xy, r: (tf_flip_shift(xy[0], tf.stack([tf.constant(seed, tf.int64), r]),
+                                         max_shift=shift), xy[1]),
+            num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def classifier_batches(model, faces, batch_size: int, shuffle: bool = False, seed: int = 0,
+                       augment=False, preprocess: str = "auto"):
+    """The faces as the (images, labels) batches `model` takes, as `fit_classifier` makes them.
+
+    Args:
+        model: a classifier with one H×W×C image input.
+        faces: a FaceSet.
+        batch_size: faces per batch.
+        shuffle: reshuffle every epoch.
+        seed: seed of the order and of augmentation.
+        augment: False, True / "full" or "flip-shift" (see `fit_classifier`).
+        preprocess: "scale", "vgg" or "auto" (see `fit_classifier`).
+
+    Returns:
+        A tf.data.Dataset of (float images, int labels) batches.
+    """
+    _check_fit_args(1, batch_size, None, "auto", augment, 1)
+    return _Inputs.of(model, preprocess).batches(faces, int(batch_size), shuffle, int(seed),
+                                                 augment=augment)
 
 
 def _as_faces(part, name: str, num_classes: int):
@@ -980,11 +1122,19 @@ def _as_faces(part, name: str, num_classes: int):
     return faces
 
 
-def _check_fit_args(epochs, batch_size, minutes, cache, augment, max_cache_mb) -> None:
+def _check_fit_args(epochs, batch_size, minutes, cache, augment, max_cache_mb,
+                    schedule=None, class_weight=None) -> None:
     """Reject bad `fit_classifier` arguments with the bad value in the message."""
     for arg, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+    if not any(augment is a if isinstance(a, bool) else augment == a for a in AUGMENTATIONS):
+        raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be None or 'cosine', got {schedule!r}")
+    if isinstance(class_weight, str) and class_weight not in CLASS_WEIGHTS:
+        raise ValueError(f"class_weight must be None, a dict or one of {CLASS_WEIGHTS}, "
+                         f"got {class_weight!r}")
     if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float))
                                 or not minutes > 0):
         raise ValueError(f"minutes must be a number > 0 or None, got {minutes!r}")
@@ -1094,7 +1244,7 @@ def _fit_cached(model, plan: _Plan, train, val, inputs: _Inputs, opts: dict):
         _feature_batches(x_train, train.labels, opts["batch_size"], True, opts["seed"]),
         validation_data=None if val is None else _feature_batches(x_val, val.labels, big,
                                                                   False, 0),
-        epochs=opts["epochs"], callbacks=callbacks + opts["budget"], shuffle=False,
+        epochs=opts["epochs"], callbacks=opts["budget"] + callbacks, shuffle=False,
         class_weight=opts["class_weight"], verbose=opts["keras_verbose"])
     predict = None if val is None else (
         lambda: plan.tail.predict(_feature_batches(x_val, val.labels, big, False, 0), verbose=0))
@@ -1108,7 +1258,7 @@ def _fit_full(model, train, val, inputs: _Inputs, opts: dict, augment: bool):
     history = model.fit(
         inputs.batches(train, opts["batch_size"], True, opts["seed"], augment=augment),
         validation_data=None if val is None else inputs.batches(val, big, False, 0),
-        epochs=opts["epochs"], callbacks=opts["callbacks"] + opts["budget"], shuffle=False,
+        epochs=opts["epochs"], callbacks=opts["budget"] + opts["callbacks"], shuffle=False,
         class_weight=opts["class_weight"], verbose=opts["keras_verbose"])
     predict = None if val is None else (
         lambda: model.predict(inputs.batches(val, big, False, 0), verbose=0))
@@ -1125,11 +1275,12 @@ def _callbacks(run_name, log_dir, callbacks, monitor: str) -> tuple[list, Path |
 
 
 def fit_classifier(model, train, val=None, *, epochs: int, batch_size: int = 32,
-                   learning_rate: float | None = None, optimizer=None, augment: bool = False,
+                   learning_rate: float | None = None, optimizer=None, augment=False,
                    precision: str = "float32", class_weight=None, run_name: str | None = None,
                    log_dir=None, callbacks=None, monitor: str | None = None, seed: int = 0,
                    verbose: int = 1, minutes: float | None = None, preprocess: str = "auto",
-                   cache="auto", max_cache_mb: float = 2048) -> FitResult:
+                   cache="auto", max_cache_mb: float = 2048,
+                   schedule: str | None = None) -> FitResult:
     """Train a classifier on uint8 faces: the kit's one training entry point.
 
     The CACHED path: when the model starts with frozen layers (e.g. VGG16 blocks 1-4 with
@@ -1152,10 +1303,14 @@ def fit_classifier(model, train, val=None, *, epochs: int, batch_size: int = 32,
         learning_rate: Adam's rate when `optimizer` is None; default 1e-4 for VGG input
             (fine-tuning) and 1e-3 otherwise.
         optimizer: a Keras optimizer instead (e.g. `layerwise_optimizer(...)`).
-        augment: random augmentation of every batch (`fu.augment.tf_random_augment`): full path.
+        augment: augmentation of every batch, on the full path: False (none), True or
+            "full" (`fu.augment.tf_random_augment`: pixel ops, rotation, shift) or
+            "flip-shift" (`fu.augment.tf_flip_shift`: mirror, and shift by up to 1/12 of
+            the side; nearly free).
         precision: "float32" (default), "bfloat16", "float16" (mixed precision, weights stay
             float32) or "auto" (`mixed_precision_policy`: measured on this machine).
-        class_weight: None, {class: weight}, or "balanced" (`class_weights(train labels)`).
+        class_weight: None, {class: weight}, "balanced" or "sqrt" (`class_weights(train
+            labels, kind=...)`).
         run_name: a run folder under `log_dir` with the standard callbacks (`make_callbacks`:
             TensorBoard, best.keras, BackupAndRestore: re-running resumes, history.csv).
         log_dir: the log folder of `run_name` (default: the FER_LOG_DIR setting).
@@ -1164,36 +1319,46 @@ def fit_classifier(model, train, val=None, *, epochs: int, batch_size: int = 32,
         seed: seed of the batch order (and of augmentation).
         verbose: 0 silent; 1 progress bars and the lines about path and result; 2 one line
             per epoch instead of progress bars.
-        minutes: wall-clock budget: training stops after the epoch when one more epoch would
-            end past it (the output says so); None: no budget.
+        minutes: wall-clock budget (feature caching included): training stops after the
+            epoch when one more epoch would end past it, or, with schedule="cosine", when the
+            time is up (the output says so); None: no budget.
         preprocess: the input pipeline's "vgg" or "scale"; "auto": "vgg" for a model with
             VGG16's layer names, else "scale".
         cache: "auto" (choose as above), True (require the cached path) or False (full path).
         max_cache_mb: memory allowed for the frozen part's output ("auto" mode).
+        schedule: None (constant rate) or "cosine": `CosineDecayToBudget`, a cosine from the
+            learning rate to 0 over the time budget (or over the epochs when they end
+            first), set before every batch; the history logs each epoch's last rate.
 
     Returns:
         FitResult: model (trained in place, compiled, float32), history, path and reason,
         precision, images, epochs, seconds (caching + training), images_per_second,
-        val_report (`fu.metrics.prediction_report`), val_accuracy, stopped, run_dir.
+        val_report (`fu.metrics.prediction_report`), val_accuracy, stopped, run_dir,
+        val_probabilities (N×K outputs of the returned model on `val`).
     """
     started = time.perf_counter()
-    _check_fit_args(epochs, batch_size, minutes, cache, augment, max_cache_mb)
+    _check_fit_args(epochs, batch_size, minutes, cache, augment, max_cache_mb, schedule,
+                    class_weight)
     inputs = _Inputs.of(model, preprocess)
     train_faces = _as_faces(train, "train", inputs.num_classes)
     val_faces = _as_faces(val, "val", inputs.num_classes)
     chosen, why = resolve_precision(precision)
-    if class_weight == "balanced":
-        class_weight = class_weights(train_faces.labels, inputs.num_classes)
+    if isinstance(class_weight, str):
+        class_weight = class_weights(train_faces.labels, inputs.num_classes, class_weight)
     plan = _plan(model, train_faces, val_faces, augment, cache, max_cache_mb, chosen)
     if verbose:
         print(f"fit_classifier: {'cached' if plan.cached else 'full'} path: {plan.reason}; "
               f"precision {chosen} ({why})", flush=True)
     user, folder = _callbacks(run_name, log_dir, callbacks,
                               monitor or ("val_loss" if val_faces is not None else "loss"))
-    budget = [] if minutes is None else [TimeBudget(minutes, started, bool(verbose))]
     if optimizer is None:
         optimizer = keras.optimizers.Adam(learning_rate or (
             1e-4 if inputs.preprocess == "vgg" else 1e-3))
+    if schedule == "cosine":
+        budget = [CosineDecayToBudget(float(np.asarray(optimizer.learning_rate)), minutes,
+                                      started, bool(verbose))]
+    else:
+        budget = [] if minutes is None else [TimeBudget(minutes, started, bool(verbose))]
     if chosen == "float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     opts = dict(epochs=int(epochs), batch_size=int(batch_size), optimizer=optimizer,
@@ -1209,13 +1374,15 @@ def fit_classifier(model, train, val=None, *, epochs: int, batch_size: int = 32,
                                                         opts, augment)
     seconds = time.perf_counter() - started
     _compile(model, optimizer)  # float32 again: evaluate, predict and save the full model
+    probabilities = None if predict is None else np.asarray(predict())
     report = None if predict is None else metrics.prediction_report(
-        val_faces.labels, predict(), val_faces.class_names[:inputs.num_classes])
+        val_faces.labels, probabilities, val_faces.class_names[:inputs.num_classes])
     result = FitResult(model=model, history=history, path="cached" if plan.cached else "full",
                        reason=plan.reason, precision=chosen, images=len(train_faces),
                        epochs=len(history.get("loss", [])), seconds=seconds,
                        cache_seconds=cache_seconds,
                        stopped=budget[0].message if budget else None, val_report=report,
+                       val_probabilities=probabilities,
                        run_dir=folder)
     message = collapse_message(report, "validation")
     if message:

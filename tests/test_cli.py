@@ -47,7 +47,9 @@ def workdir(tmp_path_factory):
 def trained(workdir):
     """One small CNN trained for one epoch in the ci profile (shared by the tests below)."""
     out = workdir / "run"
-    result = run_cli(["train", "--out", out, "--epochs", "1"], workdir)
+    # --tta on: the saved model averages each face with its mirror image, so predict and
+    # export below run the flip layer too
+    result = run_cli(["train", "--out", out, "--epochs", "1", "--tta", "on"], workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     return out, result
 
@@ -80,7 +82,12 @@ def test_train_writes_model_meta_and_tensorboard_logs(trained):
     assert template.shape == (68, 2) and 0 < template.min() and template.max() < 1
     assert template[36:42, 1].mean() < template[48:68, 1].mean()  # eyes above the mouth
     assert meta["epochs"] == 1 and meta["training"]["path"] == "full"
-    assert "full path: nothing is frozen" in result.stdout  # the small CNN trains every layer
+    # the small CNN's recipe augments every batch, so every layer runs every step
+    assert "full path: augmentation changes the images" in result.stdout
+    assert meta["recipe"]["augment"] == "flip-shift" and meta["recipe"]["schedule"] == "cosine"
+    assert meta["recipe"]["batch_size"] == 32  # the ci profile's own batch
+    assert meta["flip_tta"] == {"mode": "on", "used": True}
+    assert meta["split_faces"] == {"train": 479, "val": 61, "test": 60}  # the ci profile: 600
     # What the model predicts on the test faces: spread, recall, confusion matrix.
     report = meta["test_report"]
     cm = np.array(report["confusion_matrix"])
@@ -95,6 +102,8 @@ def test_train_writes_model_meta_and_tensorboard_logs(trained):
     assert list(out.rglob("events.out.tfevents*")), "no TensorBoard logs under --out"
     assert f"test: accuracy {meta['test_accuracy']:.4f}" in result.stdout
     assert "recall per class: angry" in result.stdout and "Traceback" not in result.stderr
+    assert f"minutes in all" in result.stdout and "peak memory" in result.stdout
+    assert "mini-Xception" not in result.stdout  # the reference belongs to FER2013 only
 
 
 def test_predict_astronaut_and_a_picture_without_faces(trained, pictures, workdir):
@@ -115,11 +124,20 @@ def test_predict_astronaut_and_a_picture_without_faces(trained, pictures, workdi
     import cv2
     import keras
 
+    from fer_utils.models import layers  # noqa: F401 (registers HorizontalFlip for loading)
+
     crop = cv2.imread(str(pred / "astronaut_face0.png"), cv2.IMREAD_UNCHANGED)
     assert crop.shape[:2] == (48, 48)
     model = keras.models.load_model(out / "model.keras")
-    expected = model.predict(crop[None, :, :, None].astype("float32") / 255.0, verbose=0)[0]
+    x = crop[None, :, :, None].astype("float32") / 255.0
+    expected = model.predict(x, verbose=0)[0]
     np.testing.assert_allclose([probs[n] for n in EXPRESSIONS], expected, atol=1e-4)
+    # the saved model is the flip average: the mirrored crop gets the same answer
+    np.testing.assert_allclose(model.predict(x[:, :, ::-1], verbose=0)[0], expected, atol=1e-5)
+    inner = model.get_layer("small_cnn")
+    np.testing.assert_allclose(expected, (inner.predict(x, verbose=0)[0]
+                                          + inner.predict(x[:, :, ::-1], verbose=0)[0]) / 2,
+                               atol=1e-5)
     scores = [f["score"] for f in record["faces"]]
     assert scores == sorted(scores, reverse=True)
 
@@ -179,7 +197,8 @@ def vgg_notop(workdir):
 def test_train_vgg16_with_pretrained_weights_runs_the_cached_path(vgg_notop, pictures, workdir):
     out = workdir / "vgg-cached"
     result = run_cli(["train", "--model", "vgg16", "--size", "32", "--epochs", "1",
-                      "--precision", "fp32", "--out", out], workdir, FER_WEIGHTS=str(vgg_notop))
+                      "--precision", "fp32", "--tta", "off", "--out", out], workdir,
+                     FER_WEIGHTS=str(vgg_notop))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "VGG16 weights: file:vgg16_notop.h5; 10 conv layers frozen" in result.stdout
     assert "cached path: the layers up to block4_pool are frozen" in result.stdout
@@ -232,6 +251,104 @@ def test_train_vgg16_without_weights_trains_everything_and_reports_collapse(blan
 
     model = keras.models.load_model(out / "model.keras")
     assert all(layer.trainable for layer in model.layers if layer.weights)
+
+
+def _write_split_folder(root: Path, per_class: dict, seed: int = 0) -> Path:
+    """FER2013's folder layout with random 48 px grey PNGs: {split: faces per class}."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    for split, count in per_class.items():
+        for name in EXPRESSIONS:
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (48, 48), np.uint8))
+    return root
+
+
+def test_train_reads_a_real_sets_whole_split_in_the_laptop_profile(tmp_path, monkeypatch,
+                                                                   capsys):
+    """The laptop profile caps its faces (4,000; 40 here), but a real set is read whole."""
+    import dataclasses
+    import resource
+
+    from fer_utils import config
+    from fer_utils.__main__ import SMALL_CLASS_WEIGHTS, main
+    from fer_utils.models import layers  # noqa: F401 (registers HorizontalFlip for loading)
+
+    faces = _write_split_folder(tmp_path / "faces", {"train": 10, "validation": 3, "test": 3})
+    laptop = dataclasses.replace(config.PROFILE_TABLE["laptop"], num_images=40)
+    monkeypatch.setitem(config.PROFILE_TABLE, "laptop", laptop)
+    for key, value in dict(FER_PROFILE="laptop", FER_DATASET=f"folder:{faces}",
+                           FER_LOG_DIR=str(tmp_path / "logs"),
+                           FER_DATA_DIR=str(tmp_path / "data")).items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--epochs", "1", "--minutes", "10"]) == 0
+    stdout = capsys.readouterr().out
+    assert "split: 70 train / 21 val / 21 test faces" in stdout and "(the whole set)" in stdout
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["split_faces"] == {"train": 70, "val": 21, "test": 21}
+    assert meta["recipe"] == {"batch_size": 128, "learning_rate": 0.002, "schedule": "cosine",
+                              "augment": "flip-shift", "class_weights": SMALL_CLASS_WEIGHTS}
+    # the closing output: accuracy, macro-F1, recall per class, the confusion matrix table
+    report = meta["test_report"]
+    recall = ", ".join(f"{n} {report['recall'][n]:.2f}" for n in EXPRESSIONS)
+    assert f"macro-F1 {report['macro_f1']:.4f} on 21 faces; recall per class: {recall}" \
+        in stdout
+    table = stdout.split("test confusion matrix (rows: true class, columns: predicted):\n")[1]
+    rows = table.splitlines()[1:8]
+    assert [row.split()[0] for row in rows] == EXPRESSIONS
+    assert [[int(v) for v in row.split()[1:]] for row in rows] == report["confusion_matrix"]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert 0 < meta["peak_memory_mb"] <= peak + 0.1  # meta.json rounds to 0.1 MB
+    assert f"peak memory {meta['peak_memory_mb']:,.0f} MB" in stdout
+    # test-time flips chosen on the validation split, both figures recorded and printed
+    tta = meta["flip_tta"]
+    assert tta["mode"] == "auto" and set(tta["val_accuracy"]) == {"plain", "flips"}
+    assert tta["used"] == (tta["val_accuracy"]["flips"] > tta["val_accuracy"]["plain"])
+    assert (f"accuracy {tta['val_accuracy']['plain']:.4f} without, "
+            f"{tta['val_accuracy']['flips']:.4f} with") in stdout
+    assert tta["val_accuracy"]["plain"] == pytest.approx(meta["val_report"]["accuracy"],
+                                                         abs=1e-4)
+    import keras
+
+    model = keras.models.load_model(out / "model.keras")
+    assert ("mirror" in [layer.name for layer in model.layers]) == tta["used"]
+
+
+def test_train_options_follow_the_profile_and_the_set(tmp_path):
+    from fer_utils import config
+    from fer_utils.__main__ import UNTIL_BUDGET_EPOCHS, _train_options, build_parser
+
+    def options(profile, dataset, *argv):
+        settings = config.get_settings({"FER_PROFILE": profile, "FER_DATASET": dataset,
+                                        "FER_LOG_DIR": str(tmp_path),
+                                        "FER_DATA_DIR": str(tmp_path)})
+        return _train_options(build_parser().parse_args(["train", *argv]), settings)
+
+    real = f"folder:{tmp_path}"
+    laptop = options("laptop", real)
+    assert laptop["limit"] is None and laptop["epochs"] == UNTIL_BUDGET_EPOCHS
+    assert laptop["until_budget"] and laptop["batch_size"] == 128
+    assert options("laptop", real, "--epochs", "3")["epochs"] == 3
+    assert options("full", real)["until_budget"]
+    synthetic = options("laptop", "synthetic")  # the built-in set keeps the profile's size
+    assert synthetic["limit"] == "profile" and synthetic["epochs"] == 12
+    ci = options("ci", real)  # the ci profile stays tiny
+    assert ci["limit"] == "profile" and ci["epochs"] == 2 and ci["batch_size"] == 32
+    vgg = options("laptop", real, "--model", "vgg16")
+    assert vgg["limit"] == "profile" and vgg["augment"] is False and vgg["schedule"] is None
+    assert vgg["class_weights"] == "balanced"
+    assert options("laptop", real, "--augment")["augment"] == "full"
+    assert options("laptop", real, "--augment", "none")["augment"] is False
+    assert options("laptop", real, "--no-class-weights")["class_weights"] == "none"
+    assert options("laptop", real, "--class-weights", "sqrt")["class_weights"] == "sqrt"
+    from fer_utils.__main__ import CliError
+
+    with pytest.raises(CliError, match="--no-class-weights contradicts --class-weights sqrt"):
+        options("laptop", real, "--no-class-weights", "--class-weights", "sqrt")
 
 
 def test_missing_picture_is_one_line_error(trained, workdir):

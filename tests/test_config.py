@@ -130,3 +130,18 @@ def test_relative_paths_resolve_from_the_project_root_in_a_checkout(tmp_path, mo
     s = get_settings({"FER_DATASET": "folder:faces", "FER_DATA_DIR": "mydata"})
     assert s.dataset_path == config.PROJECT_ROOT / "faces"
     assert s.data_dir == config.PROJECT_ROOT / "mydata"
+
+
+def test_banner_says_whether_imagenet_weights_are_on_disk(tmp_path, monkeypatch):
+    """`weights: imagenet` only when the file is in the Keras cache; otherwise it says so."""
+    from fer_utils import config
+
+    monkeypatch.setattr(config, "keras_homes", lambda: [tmp_path])
+    settings = get_settings({"FER_PROFILE": "ci", "FER_DATASET": "synthetic"})
+    assert "weights: imagenet (not in the Keras cache" in settings.banner()
+    cached = tmp_path / "models" / config.IMAGENET_NOTOP_FILE
+    cached.parent.mkdir()
+    cached.write_bytes(b"stand-in")
+    assert "weights: imagenet | seed" in settings.banner()
+    none = get_settings({"FER_PROFILE": "ci", "FER_DATASET": "synthetic", "FER_WEIGHTS": "none"})
+    assert "weights: none |" in none.banner()

@@ -52,6 +52,9 @@ def test_small_cnn_5x5_and_rgb_and_logits():
     ({"dropout": 1.5}, ["dropout", "1.5"]),
     ({"head": "relu"}, ["head", "'relu'", "softmax"]),
     ({"pooling": "sum"}, ["pooling", "'sum'", "flatten"]),
+    ({"hidden_units": -1}, ["hidden_units", "-1"]),
+    ({"feature_dropout": 1.0, "hidden_units": 8}, ["feature_dropout", "1.0"]),
+    ({"feature_dropout": 0.3}, ["feature_dropout=0.3", "hidden_units=0"]),
     ({"input_shape": (8, 8, 1), "filters": (4, 4, 4, 4)}, ["too small", "16"]),
 ])
 def test_small_cnn_rejects_bad_arguments(kwargs, words):
@@ -153,7 +156,7 @@ def test_exported_names():
     import fer_utils.models as models
 
     for name in ("small_cnn", "au_model", "expression_intensity_model", "count_conv_weights",
-                 "receptive_field", "multilabel_head"):
+                 "receptive_field", "multilabel_head", "SMALL_RECIPE", "with_flip_tta"):
         assert name in small.__all__ and hasattr(models, name)
 
 
@@ -171,3 +174,53 @@ def test_outputs_stay_float32_under_mixed_precision():
     reference.set_weights(model.get_weights())
     # the same probabilities as in float32, within bfloat16's precision (8 bits of mantissa)
     np.testing.assert_allclose(np.asarray(out), reference(x).numpy(), atol=2e-2)
+
+
+def test_the_recipe_has_batch_norm_after_every_conv_and_the_hidden_layer():
+    model = small.small_cnn(**small.SMALL_RECIPE)
+    names = [layer.name for layer in model.layers]
+    assert not _default_names(model)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [32, 32, 64, 64, 128, 128, 256, 256]
+    for conv in convs:  # conv (no bias) -> batch norm -> ReLU
+        assert not conv.use_bias
+        i = names.index(conv.name)
+        assert isinstance(model.layers[i + 1], keras.layers.BatchNormalization)
+        assert model.layers[i + 2].name == conv.name.replace("conv", "relu")
+    # flatten -> dropout -> Dense 256 (no bias) -> BN -> ReLU -> dropout -> softmax
+    head = names[names.index("flatten"):]
+    assert head == ["flatten", "feature_dropout", "fc1", "fc1_bn", "fc1_relu", "head_dropout",
+                    "predictions"]
+    assert model.get_layer("fc1").units == 256 and not model.get_layer("fc1").use_bias
+    assert model.get_layer("flatten").output.shape == (None, 3 * 3 * 256)
+    assert model.get_layer("feature_dropout").rate == 0.3
+    assert model.get_layer("head_dropout").rate == 0.3
+    conv_weights = sum(9 * a * b for a, b in [(1, 32), (32, 32), (32, 64), (64, 64),
+                                              (64, 128), (128, 128), (128, 256), (256, 256)])
+    bn = 4 * (2 * (32 + 64 + 128 + 256) + 256)  # gamma, beta, moving mean and variance
+    assert model.count_params() == conv_weights + 2304 * 256 + bn + 256 * 7 + 7
+
+
+def test_flip_tta_averages_the_face_and_its_mirror_and_reloads(tmp_path):
+    from fer_utils.models import layers
+
+    keras.utils.set_random_seed(3)
+    model = small.small_cnn((16, 16, 1), 4, filters=(4, 8), dropout=0.0, batch_norm=True)
+    x = np.random.default_rng(0).random((5, 16, 16, 1)).astype("float32")
+    np.testing.assert_array_equal(layers.HorizontalFlip()(x).numpy(), x[:, :, ::-1])
+    wrapped = small.with_flip_tta(model)
+    assert wrapped.input_shape == model.input_shape
+    assert wrapped.output_shape == model.output_shape
+    expected = (model(x).numpy() + model(x[:, :, ::-1]).numpy()) / 2
+    out = wrapped(x).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(out, model(x).numpy(), atol=1e-4)  # the mirror changed something
+    # a mirrored face gets exactly the same answer as the face itself
+    np.testing.assert_allclose(wrapped(x[:, :, ::-1]).numpy(), out, rtol=1e-5, atol=1e-7)
+    path = tmp_path / "tta.keras"
+    wrapped.save(path)
+    loaded = keras.models.load_model(path)  # HorizontalFlip is a registered layer
+    np.testing.assert_allclose(loaded(x).numpy(), out, rtol=1e-6, atol=1e-7)
+    assert "mirror" in [layer.name for layer in loaded.layers]
+    with pytest.raises(ValueError, match="one image input and one output"):
+        small.with_flip_tta(small.expression_intensity_model((16, 16, 1), 3, filters=(4,)))

@@ -479,3 +479,149 @@ def test_class_weights_pairs_and_bad_arguments():
         train.fit_classifier(model, (pair[0], np.arange(9) % 6), epochs=1, verbose=0)
     with pytest.raises(ValueError, match="images must be uint8"):
         train.fit_classifier(model, (pair[0].astype("float32"), pair[1]), epochs=1, verbose=0)
+
+
+# --------------------------------------------------------------------------- the recipe
+
+
+class _Clock:
+    """A fake `time` module for fer_utils.train: the clock moves only when told to."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def perf_counter(self):
+        return self.now
+
+
+class _Tick(keras.callbacks.Callback):
+    """Advance the fake clock by `seconds` per training batch: it runs after the budget's
+    `on_train_batch_begin` (which sets the rate) and before its `on_train_batch_end`."""
+
+    def __init__(self, clock, seconds):
+        super().__init__()
+        self.clock, self.seconds = clock, seconds
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.clock.now += self.seconds
+
+
+def test_the_time_budget_drives_the_rate_to_zero_and_stops(monkeypatch, capsys):
+    clock = _Clock()
+    monkeypatch.setattr(train, "time", clock)
+    faces = _faces(40)  # 10 batches of 4 per epoch
+    model = small_cnn((36, 36, 1), 3, filters=(4,), dropout=0.0)
+    # 1 minute of budget; every batch takes 7.5 s: time is up after 8 batches (in epoch 1)
+    with warnings.catch_warnings():  # 8 steps on random faces teach nothing: no warning
+        warnings.simplefilter("ignore", train.CollapseWarning)
+        result = train.fit_classifier(model, faces, faces, epochs=50, batch_size=4,
+                                      learning_rate=0.01, minutes=1, schedule="cosine",
+                                      callbacks=[_Tick(clock, 7.5)], verbose=1)
+    rates = result.history  # the per-epoch rate Keras logs is the last batch's
+    assert result.epochs == 1 and result.stopped.startswith("time budget: stopped after 8 steps")
+    assert result.stopped in capsys.readouterr().out
+    # rate of batch k = 0.01 · (1 + cos(π·k/8)) / 2: the cosine over the budget's 60 s
+    expected = [0.01 * 0.5 * (1 + np.cos(np.pi * k * 7.5 / 60)) for k in range(8)]
+    logged = float(rates["learning_rate"][-1])
+    assert logged == pytest.approx(expected[-1], rel=1e-4) and logged < 0.01 * 0.04
+    assert float(np.asarray(model.optimizer.learning_rate)) == pytest.approx(expected[-1],
+                                                                             rel=1e-4)
+    assert result.val_report is not None  # the stopped epoch was still validated
+
+
+def test_the_cosine_callback_follows_time_or_steps_whichever_is_further():
+    clock = _Clock()
+    callback = train.CosineDecayToBudget(0.1, minutes=10, started=clock.now)
+    model = small_cnn((12, 12, 1), 3, filters=(2,), dropout=0.0)
+    model.compile(keras.optimizers.Adam(0.1), loss="sparse_categorical_crossentropy")
+    callback.set_model(model)
+    callback.set_params({"epochs": 2, "steps": 5})
+    import fer_utils.train as module
+
+    saved = module.time
+    module.time = clock
+    try:
+        callback.on_train_begin()
+        rates = []
+        for step in range(10):  # steps run ahead of time: 1 s of a 600 s budget per step
+            callback.on_train_batch_begin(step)
+            rates.append(float(np.asarray(model.optimizer.learning_rate)))
+            clock.now += 1.0
+            callback.on_train_batch_end(step)
+        assert not model.stop_training  # time is not up: the steps ended the run
+        np.testing.assert_allclose(rates, [0.05 * (1 + np.cos(np.pi * k / 10)) for k in range(10)],
+                                   rtol=1e-6)
+        assert callback.rates == pytest.approx(rates)
+        clock.now = callback.started + 600  # the budget is spent
+        callback.on_train_batch_end(10)
+        assert model.stop_training and "10.0 minutes used" in callback.message
+    finally:
+        module.time = saved
+    for kwargs, message in ((dict(learning_rate=0), "learning_rate must be a number > 0"),
+                            (dict(learning_rate=1e-3, minutes=-1), "minutes must be")):
+        with pytest.raises(ValueError, match=message):
+            train.CosineDecayToBudget(**kwargs)
+
+
+def test_sqrt_class_weights_are_the_roots_of_balanced():
+    labels = np.array([0] * 60 + [1] * 30 + [2] * 10)
+    balanced = train.class_weights(labels)
+    root = train.class_weights(labels, kind="sqrt")
+    assert root == pytest.approx({c: np.sqrt(w) for c, w in balanced.items()})
+    assert root[2] > root[1] > 1 > root[0]
+    with pytest.raises(ValueError, match="kind='square'"):
+        train.class_weights(labels, kind="square")
+    model = small_cnn((36, 36, 1), 3, filters=(4,), dropout=0.0)
+    with pytest.raises(ValueError, match="class_weight must be None, a dict or one of"):
+        train.fit_classifier(model, _faces(6), epochs=1, verbose=0, class_weight="root")
+
+
+def test_flip_shift_mirrors_and_shifts_with_reflected_borders():
+    from fer_utils.augment import tf_flip_shift
+
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 10, 12, 2)).astype("float32")
+    out = tf_flip_shift(x, seed=5, max_shift=3).numpy()
+    padded = np.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0)), mode="reflect")
+    mirrored = np.pad(x[:, :, ::-1], ((0, 0), (3, 3), (3, 3), (0, 0)), mode="reflect")
+    kinds = []
+    for i in range(len(x)):  # every output is one window of the (mirrored) padded image
+        found = [(m, dy, dx) for m, p in ((False, padded), (True, mirrored))
+                 for dy in range(7) for dx in range(7)
+                 if np.array_equal(out[i], p[i, dy:dy + 10, dx:dx + 12])]
+        assert found, i
+        kinds.append(found[0])
+    assert 16 < sum(m for m, _, _ in kinds) < 48  # about half are mirrored
+    assert len({(dy, dx) for _, dy, dx in kinds}) > 10  # each image its own shift
+    np.testing.assert_array_equal(tf_flip_shift(x, seed=5, max_shift=3).numpy(), out)
+    assert not np.array_equal(tf_flip_shift(x, seed=6, max_shift=3).numpy(), out)
+    np.testing.assert_array_equal(tf_flip_shift(x, seed=1, max_shift=0, flip=False).numpy(), x)
+    with pytest.raises(ValueError, match="max_shift must be an int >= 0"):
+        tf_flip_shift(x, max_shift=1.5)
+    with pytest.raises(ValueError, match="larger than 12 px"):
+        tf_flip_shift(x, max_shift=12)
+
+
+def test_flip_shift_batches_for_training():
+    faces = _faces(16, size=24)
+    model = small_cnn((24, 24, 1), 3, filters=(4,), dropout=0.0)
+    plain = np.concatenate([x for x, _ in train.classifier_batches(model, faces, 8)])
+    shifted, labels = zip(*train.classifier_batches(model, faces, 8, seed=2,
+                                                    augment="flip-shift"))
+    shifted = np.concatenate(shifted)
+    np.testing.assert_array_equal(np.concatenate(labels), faces.labels)
+    np.testing.assert_allclose(plain, faces.images / 255.0, atol=1e-6)
+    assert shifted.shape == plain.shape and not np.allclose(shifted, plain)
+    # same pixels, moved: a shift of 2 px (24 / 12) at most, with reflected borders
+    padded = np.pad(plain, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+    for i in range(len(plain)):
+        windows = [p[dy:dy + 24, dx:dx + 24] for p in (padded[i], padded[i][:, ::-1])
+                   for dy in range(5) for dx in range(5)]
+        assert any(np.allclose(shifted[i], w) for w in windows)
+    result = train.fit_classifier(model, faces, epochs=1, batch_size=8, verbose=0,
+                                  augment="flip-shift", schedule="cosine")
+    assert result.path == "full" and "augmentation" in result.reason
+    with pytest.raises(ValueError, match="augment must be one of"):
+        train.fit_classifier(model, faces, epochs=1, verbose=0, augment="mixup")
+    with pytest.raises(ValueError, match="schedule must be None or 'cosine'"):
+        train.fit_classifier(model, faces, epochs=1, verbose=0, schedule="step")

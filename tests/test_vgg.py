@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from vgg_weights import write_keras_notop_h5
 
+from fer_utils import config
 from fer_utils.models import enet, vgg
 
 SHAPE = (32, 32, 3)  # the smallest input VGG16 takes: fast tests
@@ -30,7 +31,7 @@ def no_imagenet(tmp_path, monkeypatch):
     """An empty Keras cache: ImageNet weights are 'not in the Keras cache'."""
     home = tmp_path / "keras_home"
     monkeypatch.setenv("KERAS_HOME", str(home))
-    monkeypatch.setattr(vgg, "_keras_homes", lambda: [home])
+    monkeypatch.setattr(config, "keras_homes", lambda: [home])
     return home
 
 

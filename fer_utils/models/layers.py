@@ -1,4 +1,5 @@
-"""The kit's own Keras layers (E-Net's attention fusion, C-Net's crops and local networks).
+"""The kit's own Keras layers (E-Net's attention fusion, C-Net's crops and local networks,
+the mirror image of test-time flips).
 
 Each is a top-level class registered for `.keras` saving under the package "fer_utils", so a
 saved E-Net or EAC-Net loads with a plain `keras.models.load_model(path)`.
@@ -10,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["AttentionEnhance", "RegionCrops", "RegionNets", "NUM_CENTERS"]
+__all__ = ["AttentionEnhance", "RegionCrops", "RegionNets", "HorizontalFlip", "NUM_CENTERS"]
 
 # EAC-Net crops around 20 AU centres (two per region of fer_utils.attention.AU_REGIONS).
 NUM_CENTERS = 20
@@ -166,3 +167,20 @@ class RegionNets(keras.layers.Layer):
         """The layer's arguments, for saving."""
         return {**super().get_config(), "filters": self.filters, "units": self.units,
                 "upsample": self.upsample}
+
+
+@keras.saving.register_keras_serializable(package="fer_utils")
+class HorizontalFlip(keras.layers.Layer):
+    """Mirror images left to right (B×H×W×C → B×H×W×C), in training and at inference.
+
+    Unlike `keras.layers.RandomFlip`, it always flips: the second pass of test-time flips
+    (`fer_utils.models.with_flip_tta`) sees every face mirrored.
+    """
+
+    def call(self, images):
+        """The images with their columns in reverse order."""
+        return keras.ops.flip(images, axis=-2)
+
+    def compute_output_shape(self, input_shape):
+        """The shape of the images."""
+        return input_shape

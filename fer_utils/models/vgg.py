@@ -22,6 +22,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from .. import config
+from ..config import IMAGENET_NOTOP_FILE, imagenet_weights_path
+
 __all__ = [
     "VGG16_BASE_WEIGHTS", "VGG16_CONV_LAYERS", "VGG16_LAYERS", "IMAGENET_NOTOP_FILE",
     "IMAGENET_NOTOP_URL", "IMAGENET_NOTOP_MD5", "WeightsError", "imagenet_weights_path",
@@ -36,7 +39,6 @@ VGG16_LAYERS = tuple(
 VGG16_CONV_LAYERS = tuple(name for name in VGG16_LAYERS if "_conv" in name)
 # Weights (kernels + biases) of the VGG16 conv base with 3 input channels.
 VGG16_BASE_WEIGHTS = 14_714_688
-IMAGENET_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 IMAGENET_NOTOP_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
                       + IMAGENET_NOTOP_FILE)
 IMAGENET_NOTOP_MD5 = "6d6bbae143d832006294945121d1f1fc"  # keras.applications.VGG16's hash
@@ -51,18 +53,6 @@ class WeightsError(ValueError):
 # --------------------------------------------------------------------------------------------
 # Weights: the Keras cache, the explicit download, files
 # --------------------------------------------------------------------------------------------
-def _keras_homes() -> list[Path]:
-    """Where Keras keeps downloads: $KERAS_HOME or ~/.keras, then its fallback /tmp/.keras."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return [Path(home), Path("/tmp/.keras")]
-
-
-def imagenet_weights_path() -> Path | None:
-    """The ImageNet VGG16 notop file in the Keras cache (`<home>/models/`), or None; no download."""
-    candidates = [home / "models" / IMAGENET_NOTOP_FILE for home in _keras_homes()]
-    return next((path for path in candidates if path.is_file()), None)
-
-
 def fetch_imagenet_weights(timeout: float = 20, url: str = IMAGENET_NOTOP_URL,
                            force: bool = False) -> Path:
     """Download the ImageNet VGG16 notop weights into the Keras cache (`fetch-weights` only).
@@ -85,7 +75,7 @@ def fetch_imagenet_weights(timeout: float = 20, url: str = IMAGENET_NOTOP_URL,
     cached = imagenet_weights_path()
     if cached is not None and not force:
         return cached
-    home = _keras_homes()[0]
+    home = config.keras_homes()[0]
     target = home / "models" / IMAGENET_NOTOP_FILE
     if force:
         target.unlink(missing_ok=True)
