@@ -533,26 +533,26 @@ def test_the_budget_stops_at_an_epoch_end_when_the_next_epoch_would_teach_nothin
     clock = _Clock()
     monkeypatch.setattr(train, "time", clock)
     faces = _faces(40)  # 10 batches of 4 per epoch
-    model = small_cnn((36, 36, 1), 3, filters=(4,), dropout=0.0)
-    # 1 minute of budget, 5.9 s per batch: epoch 1 ends at 59 s, 98.3 % of the budget, where
-    # the cosine is below 0.1 % of the first rate: epoch 2 is never started
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", train.CollapseWarning)
-        result = train.fit_classifier(model, faces, faces, epochs=50, batch_size=4,
-                                      learning_rate=0.01, minutes=1, schedule="cosine",
-                                      callbacks=[_Tick(clock, 5.9)], verbose=0)
+
+    def fit(seconds_per_batch):
+        """Train with a 1-minute budget on the fake clock, from time 0."""
+        clock.now = 1000.0
+        model = small_cnn((36, 36, 1), 3, filters=(4,), dropout=0.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", train.CollapseWarning)
+            return train.fit_classifier(model, faces, faces, epochs=50, batch_size=4,
+                                        learning_rate=0.01, minutes=1, schedule="cosine",
+                                        callbacks=[_Tick(clock, seconds_per_batch)], verbose=0)
+
+    # 5.9 s per batch: epoch 1 ends at 59 s, 98.3 % of the budget, where the cosine is below
+    # 0.1 % of the first rate: epoch 2 is never started
+    result = fit(5.9)
     assert result.epochs == 1 and clock.now - 1000.0 == pytest.approx(59.0)
     assert result.stopped.startswith("time budget: stopped at the end of epoch 1 after 10 "
                                      "steps, 1.0 of 1.0 minutes used")
     # 5.0 s per batch: epoch 1 ends at 50 s (rate 1.7 % of the first): epoch 2 starts and
     # the budget stops it after 2 more batches (at 60 s)
-    clock.now = 1000.0
-    model = small_cnn((36, 36, 1), 3, filters=(4,), dropout=0.0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", train.CollapseWarning)
-        result = train.fit_classifier(model, faces, faces, epochs=50, batch_size=4,
-                                      learning_rate=0.01, minutes=1, schedule="cosine",
-                                      callbacks=[_Tick(clock, 5.0)], verbose=0)
+    result = fit(5.0)
     assert result.epochs == 2 and result.stopped.startswith("time budget: stopped after 12 steps")
 
 
