@@ -10,7 +10,8 @@ For every notebook it prints the wall-clock minutes, the CPU seconds of its kern
 system, read from the operating system once the kernel has exited: on 2 quiet cores wall
 ≈ CPU / 1.7), the machine's load average before and after, and `ok`, or one line that names
 the cell and the error when the notebook raised. A script that prints figures, not a test;
-the exit status is 1 when a notebook failed.
+the exit status is 1 when a notebook failed. Ctrl-C or SIGTERM stops the running notebook, shuts
+its kernel down, prints the rows so far and exits with 130 (143 for SIGTERM).
 
 Usage:
     python benchmarks/bench_notebooks.py                         # every notebook
@@ -24,7 +25,9 @@ import argparse
 import os
 import platform
 import resource
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -50,18 +53,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name (python3)")
     parser.add_argument("--save-to", type=Path, metavar="DIR",
                         help="also write each executed notebook (with its outputs) to DIR")
+    parser.add_argument("--notebooks", type=Path, default=NOTEBOOKS, metavar="DIR",
+                        help="folder of the NN_*.ipynb notebooks (default: the course's "
+                             "notebooks/)")
     args = parser.parse_args(argv)
-    if args.save_to is not None and args.save_to.resolve() == NOTEBOOKS.resolve():
-        parser.error("--save-to must not be notebooks/: the committed notebooks stay without "
-                     "outputs")
+    if not args.notebooks.is_dir():
+        parser.error(f"--notebooks {args.notebooks}: no such folder")
+    if args.save_to is not None and args.save_to.resolve() == args.notebooks.resolve():
+        parser.error(f"--save-to must not be {args.notebooks}: the notebooks run there stay "
+                     f"without outputs")
     if args.timeout <= 0:
         parser.error(f"--timeout must be > 0 seconds, got {args.timeout}")
     return args
 
 
-def select(only) -> list[Path]:
+def select(only, folder: Path = NOTEBOOKS) -> list[Path]:
     """The notebooks to run, in course order; an unknown NN is an error naming it."""
-    every = sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
+    every = sorted(folder.glob("[0-9]*.ipynb"))
+    if not every:
+        raise SystemExit(f"error: no NN_*.ipynb notebook in {folder}")
     if not only:
         return every
     chosen, unknown = [], []
@@ -115,14 +125,30 @@ def run_one(path: Path, args) -> dict:
 
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=args.timeout, kernel_name=args.kernel,
-                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+                            resources={"metadata": {"path": str(path.parent)}})
+    STOP["client"] = client
     load_before = os.getloadavg()[0]
     cpu_before, start = children_cpu_seconds(), time.perf_counter()
-    error = None
+    outcome = {"error": None}
+
+    def execute():
+        """Run the notebook; any failure is kept and reported, the other notebooks still run."""
+        try:
+            client.execute()
+        except Exception as caught:
+            outcome["error"] = caught
+
+    # A worker thread, because nbclient replaces SIGINT/SIGTERM handling while it runs in the
+    # main thread (it ends the kernel and carries on with the next notebook); in a thread it
+    # leaves the signals to `_stop` here.
+    worker = threading.Thread(target=execute, name=f"run {path.stem}")
+    worker.start()
     try:
-        client.execute()
-    except Exception as caught:  # any failure of the notebook is reported, the others still run
-        error = caught
+        while worker.is_alive():
+            worker.join(0.5)
+    finally:
+        STOP["client"] = None
+    error = outcome["error"]
     wall = time.perf_counter() - start
     cpu = children_cpu_seconds() - cpu_before
     if args.save_to is not None:
@@ -132,20 +158,47 @@ def run_one(path: Path, args) -> dict:
             os.getloadavg()[0]), "error": None if error is None else failure_line(error, nb)}
 
 
+STOP = {"signal": None, "client": None}  # the stop signal received, the running NotebookClient
+
+
+def _stop(signum, frame):
+    """SIGTERM / SIGINT handler: remember the signal and end the running kernel.
+
+    nbclient then reports the kernel as dead and cleans up; the loop stops before the next one.
+    """
+    STOP["signal"] = signal.Signals(signum).name
+    km = getattr(STOP["client"], "km", None)
+    if km is not None and km.has_kernel and km.provisioner.pid:
+        os.kill(km.provisioner.pid, signal.SIGTERM)
+
+
 def main(argv=None) -> int:
     """Run the chosen notebooks and print one row per notebook, then the failures."""
     args = parse_args(argv)
-    paths = select(args.only)
+    paths = select(args.only, args.notebooks)
     kernel_environment(args)
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return run_all(paths, args)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_all(paths: list[Path], args) -> int:
+    """Run the notebooks one after the other and print the table; the exit status."""
     dataset = os.environ.get("FER_DATASET") or "(environment default)"
     print(f"{len(paths)} notebook(s), FER_PROFILE={args.profile}, FER_DATASET={dataset}; "
           f"{os.cpu_count()} CPU(s), {platform.machine()}, Python {platform.python_version()}",
           flush=True)
     header = f"{'notebook':32s} {'minutes':>8s} {'CPU s':>8s} {'load 1-min':>12s}  result"
     print(header + "\n" + "-" * len(header), flush=True)
-    rows = []
+    rows, stopped = [], None
     for path in paths:
-        row = run_one(path, args)
+        row = run_one(path, args) if STOP["signal"] is None else None
+        if STOP["signal"] is not None:  # its kernel was ended: the row would say little
+            stopped = ("Ctrl-C" if STOP["signal"] == "SIGINT" else STOP["signal"], path.stem)
+            break
         rows.append(row)
         load = f"{row['load'][0]:.1f}→{row['load'][1]:.1f}"
         print(f"{row['name']:32s} {row['minutes']:8.2f} {row['cpu_s']:8.0f} {load:>12s}  "
@@ -156,8 +209,12 @@ def main(argv=None) -> int:
     failed = [r for r in rows if r["error"]]
     for row in failed:
         print(f"FAILED {row['name']}: {row['error']}")
-    if args.save_to is not None:
+    if args.save_to is not None and rows:
         print(f"executed copies in {args.save_to}")
+    if stopped:
+        print(f"STOPPED by {stopped[0]} while running {stopped[1]}: its kernel was shut down; "
+              f"{len(rows)} of {len(paths)} notebook(s) finished", flush=True)
+        return 143 if stopped[0] == "SIGTERM" else 130
     return 1 if failed else 0
 
 
