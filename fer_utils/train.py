@@ -314,7 +314,7 @@ class CosineDecayToBudget(keras.callbacks.Callback):
         """The part of the run done (0 at the start, 1 at the end): time or steps."""
         parts = [0.0]
         if self.minutes is not None and self.started is not None:
-            parts.append((time.perf_counter() - self.started) / (self.minutes * 60))
+            parts.append(self._used() / (self.minutes * 60))
         if self._total_steps:
             parts.append(self._steps_done / self._total_steps)
         return float(min(max(parts), 1.0))
@@ -328,9 +328,13 @@ class CosineDecayToBudget(keras.callbacks.Callback):
         self._steps_done = 0
         self.message = None
 
+    def _share(self) -> float:
+        """The cosine's share of the first rate at the part of the run done: 1 -> 0."""
+        return 0.5 * (1.0 + np.cos(np.pi * self.fraction()))
+
     def on_train_batch_begin(self, batch, logs=None):
         """Set the rate from the part of the run done."""
-        rate = self.learning_rate * 0.5 * (1.0 + np.cos(np.pi * self.fraction()))
+        rate = self.learning_rate * self._share()
         self.model.optimizer.learning_rate = rate
         self.rates.append(float(rate))
 
@@ -346,34 +350,30 @@ class CosineDecayToBudget(keras.callbacks.Callback):
             logs["learning_rate"] = self.rates[-1]
         if self.minutes is None or self.started is None or self.model.stop_training:
             return
-        next_rate = 0.5 * (1.0 + np.cos(np.pi * self.fraction()))
-        if next_rate < self.LAST_USEFUL_RATE:
-            self.model.stop_training = True
-            self.message = (f"time budget: stopped at the end of epoch {epoch + 1} after "
-                            f"{self._steps_done} steps, {self._used() / 60:.1f} of "
-                            f"{self.minutes:.1f} minutes used; the learning rate has decayed "
-                            f"to {self.rates[-1]:.2g} (another epoch would start below "
-                            f"{self.LAST_USEFUL_RATE:.1%} of the first rate)")
-            if self.verbose:
-                print(self.message, flush=True)
+        if self._share() < self.LAST_USEFUL_RATE:
+            self._stop(f"at the end of epoch {epoch + 1} after", f" (another epoch would start "
+                       f"below {self.LAST_USEFUL_RATE:.1%} of the first rate)")
 
     def _used(self) -> float:
         """Seconds since the budget began."""
         return time.perf_counter() - self.started
+
+    def _stop(self, when: str, why: str = "") -> None:
+        """Stop training and say so: when, steps, minutes used and the rate reached."""
+        self.model.stop_training = True
+        self.message = (f"time budget: stopped {when} {self._steps_done} steps, "
+                        f"{self._used() / 60:.1f} of {self.minutes:.1f} minutes used; the "
+                        f"learning rate has decayed to {self.rates[-1]:.2g}{why}")
+        if self.verbose:
+            print(self.message, flush=True)
 
     def on_train_batch_end(self, batch, logs=None):
         """Count the step; stop when the time budget is spent."""
         self._steps_done += 1
         if self.minutes is None or self.started is None:
             return
-        used = self._used()
-        if used >= self.minutes * 60 and not self.model.stop_training:
-            self.model.stop_training = True
-            self.message = (f"time budget: stopped after {self._steps_done} steps, "
-                            f"{used / 60:.1f} of {self.minutes:.1f} minutes used; the learning "
-                            f"rate has decayed to {self.rates[-1]:.2g}")
-            if self.verbose:
-                print(self.message, flush=True)
+        if self._used() >= self.minutes * 60 and not self.model.stop_training:
+            self._stop("after")
 
 
 class CallbacksOnModel(keras.callbacks.Callback):

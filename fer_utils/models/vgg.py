@@ -296,8 +296,8 @@ def freeze_before(model, trainable_from, status: str, default: str, who: str,
     if trainable_from is None:
         return
     if trainable_from == "head":
-        frozen = [layer for layer in model.layers
-                  if layer.name in VGG16_LAYERS or layer.name[:-3] in VGG16_CONV_LAYERS]
+        frozen = [layer for layer in model.layers  # the trunk, with the compact one's `_bn`s
+                  if layer.name.removesuffix("_bn") in VGG16_LAYERS]
     else:
         frozen = model.layers[:[layer.name for layer in model.layers].index(trainable_from)]
     for layer in frozen:
