@@ -67,7 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def select(only, folder: Path = NOTEBOOKS) -> list[Path]:
+def select(only, folder: Path) -> list[Path]:
     """The notebooks to run, in course order; an unknown NN is an error naming it."""
     every = sorted(folder.glob("[0-9]*.ipynb"))
     if not every:
@@ -143,11 +143,8 @@ def run_one(path: Path, args) -> dict:
     # leaves the signals to `_stop` here.
     worker = threading.Thread(target=execute, name=f"run {path.stem}")
     worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.5)
-    finally:
-        STOP["client"] = None
+    worker.join()  # a signal runs `_stop` here, in the main thread, and the join carries on
+    STOP["client"] = None
     error = outcome["error"]
     wall = time.perf_counter() - start
     cpu = children_cpu_seconds() - cpu_before
@@ -158,7 +155,7 @@ def run_one(path: Path, args) -> dict:
             os.getloadavg()[0]), "error": None if error is None else failure_line(error, nb)}
 
 
-STOP = {"signal": None, "client": None}  # the stop signal received, the running NotebookClient
+STOP = {"signum": None, "client": None}  # the stop signal received, the running NotebookClient
 
 
 def _stop(signum, frame):
@@ -166,7 +163,7 @@ def _stop(signum, frame):
 
     nbclient then reports the kernel as dead and cleans up; the loop stops before the next one.
     """
-    STOP["signal"] = signal.Signals(signum).name
+    STOP["signum"] = signum
     km = getattr(STOP["client"], "km", None)
     if km is not None and km.has_kernel and km.provisioner.pid:
         os.kill(km.provisioner.pid, signal.SIGTERM)
@@ -195,9 +192,9 @@ def run_all(paths: list[Path], args) -> int:
     print(header + "\n" + "-" * len(header), flush=True)
     rows, stopped = [], None
     for path in paths:
-        row = run_one(path, args) if STOP["signal"] is None else None
-        if STOP["signal"] is not None:  # its kernel was ended: the row would say little
-            stopped = ("Ctrl-C" if STOP["signal"] == "SIGINT" else STOP["signal"], path.stem)
+        row = run_one(path, args) if STOP["signum"] is None else None
+        if STOP["signum"] is not None:  # its kernel was ended: the row would say little
+            stopped = path.stem
             break
         rows.append(row)
         load = f"{row['load'][0]:.1f}→{row['load'][1]:.1f}"
@@ -212,9 +209,11 @@ def run_all(paths: list[Path], args) -> int:
     if args.save_to is not None and rows:
         print(f"executed copies in {args.save_to}")
     if stopped:
-        print(f"STOPPED by {stopped[0]} while running {stopped[1]}: its kernel was shut down; "
+        signum = STOP["signum"]
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"STOPPED by {name} while running {stopped}: its kernel was shut down; "
               f"{len(rows)} of {len(paths)} notebook(s) finished", flush=True)
-        return 143 if stopped[0] == "SIGTERM" else 130
+        return 128 + signum  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
     return 1 if failed else 0
 
 
