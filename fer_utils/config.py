@@ -7,6 +7,8 @@ import os
 import re
 from pathlib import Path
 
+from .cpu import cpu_description
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 PROFILES = ("ci", "laptop", "full")
@@ -82,7 +84,8 @@ class Settings:
         return Path(path) if path else None
 
     def banner(self) -> str:
-        """One line: TensorFlow version, devices, profile, data set, weights, seed."""
+        """One line: TensorFlow version, devices (and the CPU's vector instructions: whether
+        it has bfloat16), profile, data set, weights, seed."""
         try:
             import tensorflow as tf
 
@@ -91,9 +94,9 @@ class Settings:
         except ImportError:  # pragma: no cover - TensorFlow is a hard requirement
             devices, tf_version = "?", "not installed"
         groups = f" | groups: {self.groups}" if self.groups else ""
-        return (f"TensorFlow {tf_version} | devices: {devices} | profile: {self.profile.name} | "
-                f"dataset: {self.dataset}{groups} | weights: {self.weights_status()} | "
-                f"seed: {self.seed}")
+        return (f"TensorFlow {tf_version} | devices: {devices} ({cpu_description()}) | profile: "
+                f"{self.profile.name} | dataset: {self.dataset}{groups} | weights: "
+                f"{self.weights_status()} | seed: {self.seed}")
 
     def weights_status(self) -> str:
         """The weights setting and what it gives: "imagenet" only when the file is on disk."""

@@ -9,15 +9,14 @@ the weights stay float32. `resolve_precision("auto")` measures what pays on this
 from __future__ import annotations
 
 import contextlib
-import os
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from ..config import PRECISIONS  # the one vocabulary: CLI, fit_classifier, bench, notebooks
+from ..cpu import cpu_description, cpu_supports_bf16
 
 __all__ = ["PRECISIONS", "precision_name", "cpu_supports_bf16", "cpu_description",
            "measure_precision_speed", "mixed_precision_policy", "resolve_precision",
@@ -27,12 +26,6 @@ __all__ = ["PRECISIONS", "precision_name", "cpu_supports_bf16", "cpu_description
 _ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16",
             "mixed_bfloat16": "bf16", "mixed_float16": "fp16"}
 _POLICIES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
-# oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA) from which bfloat16 runs natively.
-_BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
-              "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512",
-              "AVX10_2_512_AMX_2", "DEFAULT", "ALL")
-
-
 def precision_name(precision) -> str:
     """The kit's name ("auto", "fp32", "bf16", "fp16") for a precision or one of its aliases."""
     name = _ALIASES.get(precision, precision) if isinstance(precision, str) else None
@@ -40,39 +33,6 @@ def precision_name(precision) -> str:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (or float32, "
                          f"bfloat16, float16), got {precision!r}")
     return name
-
-
-def _cpu_flags(cpuinfo: str | None) -> set:
-    """The flags of /proc/cpuinfo (or of the text given)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return set()
-    return set(cpuinfo.replace("\n", " ").split())
-
-
-def cpu_supports_bf16(cpuinfo: str | None = None, environ=None) -> bool:
-    """True when the CPU computes bfloat16 natively (AVX512-BF16 or AMX) and oneDNN may use it.
-
-    `ONEDNN_MAX_CPU_ISA` below AVX512_CORE_BF16 (e.g. AVX2, to run like an AVX2-only laptop)
-    turns bfloat16 off, as on such a CPU.
-    """
-    cap = (os.environ if environ is None else environ).get("ONEDNN_MAX_CPU_ISA", "").upper()
-    if cap and cap not in _BF16_ISAS:
-        return False
-    return bool(_cpu_flags(cpuinfo) & {"avx512_bf16", "amx_bf16"})
-
-
-def cpu_description(cpuinfo: str | None = None, environ=None) -> str:
-    """A few words on the CPU's vector instructions: "AVX-512 + bf16", "AVX2 (no bf16)"..."""
-    flags = _cpu_flags(cpuinfo)
-    cap = (os.environ if environ is None else environ).get("ONEDNN_MAX_CPU_ISA", "")
-    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE/AVX"
-    if cap and not cap.upper().startswith(("AVX512", "AVX10", "DEFAULT", "ALL")):
-        isa = f"{cap.upper()} (capped by ONEDNN_MAX_CPU_ISA)"
-    bf16 = "bf16" if cpu_supports_bf16(cpuinfo, environ) else "no bf16"
-    return f"{isa}, {bf16}"
 
 
 def _probe_cnn(image_size: int, filters) -> keras.Model:
