@@ -212,17 +212,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _TRAIN_DESCRIPTION = """\
-Train the course's classifier on FER_DATASET within a time budget; writes OUT/model.keras,
-OUT/meta.json (what `predict` needs to crop and preprocess faces like the training faces)
-and TensorBoard logs in OUT.
+Train the course's classifier on FER_DATASET within a time budget; writes OUT/model.keras
+(raw pixels in, probabilities out: the preprocessing is the model's first layer), OUT/best.keras
+(the best epoch on validation), OUT/meta.json (what was trained, how, and how it scored) and
+TensorBoard logs in OUT.
 
 The small CNN's recipe: four conv blocks with batch norm, Adam 2e-3, batch 128, flips and
-shifts of up to 4 px, a cosine learning-rate decay that reaches 0 when the budget is spent,
-bf16 where this CPU computes it faster, and test-time flips when they pay on the validation
-split. With a real data set (not the built-in one) the laptop profile reads the WHOLE
-training split and trains as many epochs as the budget allows; the ci profile stays tiny.
-Choices are made on the validation split (FER2013's PublicTest); the test split
-(PrivateTest) is reported once, at the end."""
+shifts of up to 4 px, a cosine learning-rate decay that reaches 0 at the end of the planned
+epochs, bf16 where this CPU computes it faster, and test-time flips when they pay on the
+validation split. With a real data set (not the built-in one) the laptop profile reads the
+WHOLE training split, and after the first epoch plans as many whole epochs as the budget
+allows (meta.json records the plan; --epochs N repeats the run exactly). Choices are made on
+the validation split (FER2013's PublicTest); the test split (PrivateTest) is reported once, at
+the end.
+
+Interrupted (Ctrl-C, a kill, a reboot)? Run the same command again: training resumes at the
+epoch after the last one saved, with the learning-rate schedule where it was and the rest of
+the budget; meta.json says when it resumed."""
 
 
 def _add_train_parser(commands) -> None:
