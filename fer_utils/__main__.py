@@ -1,6 +1,6 @@
 """The kit's command line: `python -m fer_utils {train,predict,export,data,bench,fetch-*}`.
 
-Examples (settings come from the FER_* environment variables, design.md §3)::
+Examples (settings come from the FER_* environment variables: the README's "Settings")::
 
     python -m fer_utils --help
     FER_PROFILE=ci python -m fer_utils train --out logs/cli-small --epochs 1
