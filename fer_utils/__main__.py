@@ -294,26 +294,23 @@ def _multiworker_help() -> str:
     return doc[start:end].strip() if start >= 0 and end > start else ""
 
 
-def _non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0, echoing the bad value."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+def _at_least_zero(convert, what: str):
+    """An argparse type: `what` (converted by `convert`) >= 0, echoing the bad value."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not value >= 0:
+            raise argparse.ArgumentTypeError(f"expected {what} >= 0, got {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative_float(text: str) -> float:
-    """argparse type: a number >= 0, echoing the bad value."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
+_non_negative_int = _at_least_zero(int, "an integer")
+_non_negative_float = _at_least_zero(float, "a number")
 
 
 def _add_predict_parser(commands) -> None:
@@ -1053,7 +1050,8 @@ def _predict_folders(model, meta, folders, args, out: Path) -> None:
 
 def _predict_camera(args) -> int:
     """`predict --camera N`: check OpenCV's windows and the camera, then the live window."""
-    from .video import VideoError, camera_support, open_camera, predict_camera
+    from .camera import camera_support, open_camera, predict_camera
+    from .video import VideoError
 
     problem = camera_support()
     if problem:

@@ -443,9 +443,9 @@ def annotate(image, results: list[dict], class_names=None) -> np.ndarray:
 
 
 # --- videos and folders: `inference.predict_video`, `inference.predict_folder` ---------------
-# They live in fer_utils.video and fer_utils.photo_folder, which build on this module; they
+# They live in fer_utils.video, .camera and .photo_folder, which build on this module; they
 # are looked up on first use (PEP 562) so that importing this module does not import them.
-_ELSEWHERE = {"predict_video": "video", "predict_camera": "video",
+_ELSEWHERE = {"predict_video": "video", "predict_camera": "camera",
               "predict_folder": "photo_folder"}
 
 

@@ -12,14 +12,13 @@ NAME_timeline.png and, on request, NAME_annotated.mp4.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from . import _stderr_silenced
 from .faces import DEFAULT_MIN_SCORE
 from .faceset import DataError
 from .tracking import DEFAULT_MAX_GAP, DEFAULT_MIN_IOU, DEFAULT_SMOOTH, FaceTracker, \
@@ -29,8 +28,8 @@ from .tracking import DEFAULT_MAX_GAP, DEFAULT_MIN_IOU, DEFAULT_SMOOTH, FaceTrac
 # what is wrong in one line instead. Read once, when OpenCV opens its first video.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoError", "VideoReader", "FramePredictor", "VideoResult",
-           "predict_video", "table_columns", "plot_timeline", "camera_support", "predict_camera"]
+__all__ = ["VIDEO_EXTENSIONS", "VideoError", "VideoReader", "FramePredictor", "FrameFaces",
+           "VideoResult", "predict_video", "table_columns", "annotate_frame", "plot_timeline"]
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv",
                     ".flv", ".3gp", ".ogv", ".ts", ".mts")
@@ -38,26 +37,6 @@ VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".m
 
 class VideoError(DataError):
     """A video that cannot be used (not a video, cut short, no camera); the message says why."""
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silence C-level stderr (OpenCV's and FFmpeg's warnings) for a moment."""
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr at all
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                yield
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
 
 
 def _mp4_problem(path: Path) -> str | None:
@@ -105,7 +84,7 @@ class VideoReader:
         if fps is not None and not fps > 0:
             raise ValueError(f"fps must be a positive number, got {fps!r}")
         self.every, self.target_fps = int(every), fps
-        with _quiet_stderr():
+        with _stderr_silenced(True):
             self.capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
             ok = self.capture.isOpened() and self.capture.grab()
         if not ok:
@@ -378,7 +357,7 @@ def predict_video(model, source, meta: dict, out=None, every: int = 1, fps: floa
         if "csv" in paths:
             chunk.to_csv(paths["csv"], mode="a", header=False, index=False)
         for result in done if writer is not None else []:
-            picture = _fit_frame(_annotate(result, class_names), reader.height, reader.width)
+            picture = _fit_frame(annotate_frame(result, class_names), reader.height, reader.width)
             writer.write(cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
 
     try:
@@ -411,7 +390,7 @@ def predict_video(model, source, meta: dict, out=None, every: int = 1, fps: floa
     return result
 
 
-def _annotate(result: FrameFaces, class_names) -> np.ndarray:
+def annotate_frame(result: FrameFaces, class_names) -> np.ndarray:
     """The frame with each face's id, box, label and bars (`inference.annotate`)."""
     import cv2
 
@@ -474,81 +453,3 @@ def plot_timeline(table, class_names, truth=None, title: str = "", max_faces: in
                              else ""), fontsize=10)
     figure.tight_layout()
     return figure
-
-
-# --- camera -----------------------------------------------------------------------------------
-
-HEADLESS_HINT = ("this OpenCV has no window support (opencv-python-headless, the package the "
-                 "kit pins for Docker); for --camera, outside Docker, run `pip uninstall -y "
-                 "opencv-python-headless && pip install opencv-python==5.0.0.93` (the Docker "
-                 "container has no camera and no display)")
-
-
-def camera_support() -> str | None:
-    """None when OpenCV can show windows, else a one-line reason with what to install."""
-    import cv2
-
-    for line in cv2.getBuildInformation().splitlines():
-        if line.strip().startswith("GUI:") and line.split(":", 1)[1].strip().upper() == "NONE":
-            return HEADLESS_HINT
-    return None
-
-
-def open_camera(camera: int = 0):
-    """An opened cv2.VideoCapture of camera `camera`, or a VideoError saying why not."""
-    import cv2
-
-    with _quiet_stderr():
-        capture = cv2.VideoCapture(int(camera))
-        ok = capture.isOpened() and capture.grab()
-    if not ok:
-        capture.release()
-        raise VideoError(f"camera {camera} cannot be opened: no camera with that number, or "
-                         f"another program uses it (inside Docker there is no camera)")
-    return capture
-
-
-def predict_camera(model, meta: dict, camera: int = 0, smooth: float = DEFAULT_SMOOTH,
-                   min_score: float = DEFAULT_MIN_SCORE, detector: str = "hog",
-                   upsample: int | None = None, window: str = "fer_utils: q or Esc to stop"
-                   ) -> int:
-    """Show a live window with each face's box, label and bars; q or Esc stops it.
-
-    The same pipeline as `predict_video` (detection, training crop, tracking, smoothing), one
-    frame at a time. Needs OpenCV with window support and a camera (not inside Docker).
-
-    Returns:
-        The number of frames shown.
-    """
-    import cv2
-
-    problem = camera_support()
-    if problem:
-        raise VideoError(problem)
-    capture = open_camera(camera)
-    predictor = FramePredictor(model, meta, smooth=smooth, min_score=min_score,
-                               detector=detector, upsample=upsample, batch_size=1)
-    class_names = list(meta["class_names"])
-    shown = 0
-    start = cv2.getTickCount()
-    try:
-        cv2.namedWindow(window, cv2.WINDOW_NORMAL)
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            seconds = (cv2.getTickCount() - start) / cv2.getTickFrequency()
-            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            for result in predictor.add(shown, seconds, rgb, keep_frame=True):
-                cv2.imshow(window, cv2.cvtColor(_annotate(result, class_names),
-                                                cv2.COLOR_RGB2BGR))
-                shown += 1
-            key = cv2.waitKey(1) & 0xFF
-            if key in (ord("q"), 27) or cv2.getWindowProperty(window, cv2.WND_PROP_VISIBLE) < 1:
-                break
-    except cv2.error as error:
-        raise VideoError(f"cannot show the camera window: {str(error).strip()}") from None
-    finally:
-        capture.release()
-        cv2.destroyAllWindows()
-    return shown

@@ -17,7 +17,7 @@ import pytest
 import skimage.data
 
 import fer_utils as fu
-from fer_utils import photo_folder, synth_clip, tracking, video
+from fer_utils import camera, photo_folder, synth_clip, tracking, video
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPRESSIONS = list(fu.data.EXPRESSIONS)
@@ -338,14 +338,14 @@ def test_predict_folder_accounts_for_every_file_and_batches_faces(photo_tree, lo
 
 def test_camera_support_reads_opencvs_build(monkeypatch):
     monkeypatch.setattr(cv2, "getBuildInformation", lambda: "  GUI:     NONE\n")
-    assert "opencv-python==" in video.camera_support()
+    assert "opencv-python==" in camera.camera_support()
     monkeypatch.setattr(cv2, "getBuildInformation", lambda: "  GUI:     GTK3\n")
-    assert video.camera_support() is None
+    assert camera.camera_support() is None
 
 
 def test_a_missing_camera_is_one_clear_error():
     with pytest.raises(video.VideoError, match="camera 97 cannot be opened"):
-        video.open_camera(97)
+        camera.open_camera(97)
 
 
 # --- the command line -------------------------------------------------------------------------
@@ -393,7 +393,7 @@ def test_cli_bad_options_are_one_line(model_dir, videos, workdir):
 
 def test_cli_camera_says_what_is_missing(model_dir, workdir):
     line = one_error_line(run_cli(["predict", "--camera", "0", "--model", model_dir], workdir))
-    if video.camera_support():  # the pinned opencv-python-headless: no windows
+    if camera.camera_support():  # the pinned opencv-python-headless: no windows
         assert "opencv-python-headless" in line and "pip install opencv-python==" in line
     else:  # OpenCV with windows, but no camera 0 on a test machine
         assert "camera 0 cannot be opened" in line
