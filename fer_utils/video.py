@@ -340,6 +340,9 @@ def predict_video(model, source, meta: dict, out=None, every: int = 1, fps: floa
             paths["annotated"] = out / f"{stem}_annotated.mp4"
             writer = cv2.VideoWriter(str(paths["annotated"]), cv2.VideoWriter_fourcc(*"mp4v"),
                                      reader.output_fps, (reader.width, reader.height))
+            if not writer.isOpened():
+                reader.close()
+                raise VideoError(f"OpenCV cannot write {paths['annotated']}")
     chunks, predicted = [], 0
     started = clock.perf_counter()
     bar = tqdm(total=reader.frame_count, unit="frame", disable=not progress, leave=progress,
@@ -352,7 +355,7 @@ def predict_video(model, source, meta: dict, out=None, every: int = 1, fps: floa
             return
         predicted += len(done)
         chunk = pd.DataFrame(rows, columns=table_columns(class_names)).astype(
-            {name: "Int64" for name in ("face_id", "x", "y", "w", "h")})
+            {column: "Int64" for column in ("face_id", "x", "y", "w", "h")})
         chunks.append(chunk)
         if "csv" in paths:
             chunk.to_csv(paths["csv"], mode="a", header=False, index=False)

@@ -5,9 +5,6 @@ the model is a tiny untrained classifier: these tests check the pipeline, not th
 (benchmarks/bench_predict.py measures that on a rendered clip).
 """
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -18,8 +15,10 @@ import skimage.data
 
 import fer_utils as fu
 from fer_utils import camera, photo_folder, synth_clip, tracking, video
+# The photo tests' command runner and tiny untrained model (a fixture: it uses this module's
+# `workdir`).
+from test_predict import model_dir, run_cli  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[1]
 EXPRESSIONS = list(fu.data.EXPRESSIONS)
 
 
@@ -65,23 +64,6 @@ def cut(path: Path, fraction: float, name: str) -> Path:
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("video")
-
-
-@pytest.fixture(scope="module")
-def model_dir(workdir):
-    """A tiny untrained 48×48 grey classifier saved with its meta.json (no training needed)."""
-    import keras
-
-    inputs = keras.Input((48, 48, 1))
-    x = fu.models.Preprocess("scale")(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(x))
-    model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x))
-    out = workdir / "model"
-    out.mkdir()
-    model.save(out / "model.keras")
-    faces = fu.data.FaceSet(images=np.zeros((7, 48, 48, 1), np.uint8), labels=np.arange(7))
-    fu.inference.save_meta(fu.inference.make_meta(faces, 48, 1), out / "meta.json")
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -349,16 +331,6 @@ def test_a_missing_camera_is_one_clear_error():
 
 
 # --- the command line -------------------------------------------------------------------------
-
-
-def run_cli(args, workdir: Path, timeout: int = 300):
-    env = dict(os.environ, FER_PROFILE="ci", FER_DATASET="synthetic", TF_CPP_MIN_LOG_LEVEL="2",
-               FER_DATA_DIR=str(workdir / "data"), FER_LOG_DIR=str(workdir / "logs"),
-               MPLBACKEND="Agg",
-               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
-                                          if p))
-    return subprocess.run([sys.executable, "-m", "fer_utils", *map(str, args)], cwd=workdir,
-                          env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def one_error_line(result, status: int = 1) -> str:
