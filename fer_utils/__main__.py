@@ -1000,7 +1000,7 @@ def _video_line(result, out: Path) -> str:
     """What `predict` prints for a video."""
     files = ", ".join(p.name for p in (result.timeline, result.annotated) if p is not None)
     rate = result.frames_predicted / max(result.seconds, 1e-9)
-    ids = result.face_ids
+    ids = sorted(result.face_ids)
     found = (f"face id(s) {', '.join(map(str, ids[:10]))}"
              + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")) if ids else result.note
     return (f"{result.source}: {result.frames_read:,} frames ({result.frames_read / result.fps:.1f}"

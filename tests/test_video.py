@@ -392,3 +392,23 @@ def test_cli_predicts_a_video_a_cut_video_and_a_folder_in_one_run(clip, videos, 
     stdout = result.stdout
     assert "two_people.mp4: 20 frames" in stdout and "face id(s) 1, 2" in stdout
     assert "10 photos" in stdout and "2 broken" in stdout
+
+
+def test_annotate_keeps_each_panel_off_the_other_faces_and_panels():
+    """Two faces side by side in a video frame: both panels stay visible, no face is covered."""
+    probs = np.full(7, 0.05)
+    happy, surprise = probs.copy(), probs.copy()
+    happy[3] = surprise[5] = 0.7
+    frame = np.full((360, 640, 3), 200, np.uint8)
+    boxes = [(140, 115, 130, 130, 1.0), (410, 115, 130, 130, 1.0)]
+    records = [fu.inference.result_record(b, p, EXPRESSIONS)
+               for b, p in zip(boxes, (happy, surprise))]
+    picture = fu.inference.annotate(frame, records, EXPRESSIONS)
+    for x, y, w, h, _ in boxes:  # the inside of each face box is untouched
+        assert (picture[y + 3:y + h - 3, x + 3:x + w - 3] == 200).all()
+    beside = np.ones(picture.shape[:2], bool)  # away from the boxes and the labels above them
+    beside[:boxes[0][1]] = False
+    for x, y, w, h, _ in boxes:
+        beside[y - 3:y + h + 3, x - 3:x + w + 3] = False
+    for colour in ((214, 39, 40), (140, 86, 75)):  # each panel's bar in its class colour
+        assert (np.all(picture == colour, axis=-1) & beside).sum() > 100, colour
