@@ -900,15 +900,20 @@ def _output_names(paths, out: Path) -> list[str]:
     return names
 
 
-def _check_pictures(paths) -> None:
-    """Read every picture once before TensorFlow loads: one `error:` line per bad file."""
-    from .data import DataError, read_image
+def _check_inputs(pictures, videos) -> None:
+    """Read every picture and open every video before TensorFlow loads: one `error:` line per
+    bad file, then stop."""
+    from .data import read_image
+    from .video import VideoReader
+
+    def open_video(path):
+        VideoReader(path).close()
 
     problems = []
-    for path in paths:
+    for path, check in [(p, read_image) for p in pictures] + [(v, open_video) for v in videos]:
         try:
-            read_image(path)
-        except (FileNotFoundError, DataError) as err:
+            check(path)
+        except (FileNotFoundError, ValueError) as err:  # DataError and VideoError included
             problems.append(str(err))
     for line in problems[:-1]:
         print(f"error: {line}", file=sys.stderr)
@@ -978,22 +983,6 @@ def _sort_inputs(paths) -> tuple[list, list, list]:
             with open(path, "rb") as handle:
                 (pictures if sniff(handle.read(16)) else videos).append(path)
     return pictures, videos, folders
-
-
-def _check_videos(paths) -> None:
-    """Open every video once before TensorFlow loads: one `error:` line per bad file."""
-    from .video import VideoReader
-
-    problems = []
-    for path in paths:
-        try:
-            VideoReader(path).close()
-        except (FileNotFoundError, ValueError) as err:
-            problems.append(str(err))
-    for line in problems[:-1]:
-        print(f"error: {line}", file=sys.stderr)
-    if problems:
-        raise CliError(problems[-1])
 
 
 def _video_line(result, out: Path) -> str:
@@ -1080,8 +1069,7 @@ def cmd_predict(args) -> int:
         raise CliError("nothing to predict: give pictures, videos or folders, or --camera N")
     pictures, videos, folders = _sort_inputs(args.inputs)
     # Check every picture and video before loading TensorFlow: bad input fails in a second.
-    _check_pictures(pictures)
-    _check_videos(videos)
+    _check_inputs(pictures, videos)
     model_path = Path(args.model)
     if not model_path.exists():
         raise FileNotFoundError(f"model not found: {model_path}")
