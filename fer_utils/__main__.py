@@ -113,33 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train_parser(commands)
 
-    predict = commands.add_parser(
-        "predict", help="predict the expressions of the faces in pictures",
-        description="Read each picture with the loaders' checks (a truncated or non-image file "
-                    "is named in one error line), detect faces (dlib), crop and preprocess "
-                    "them exactly like the model's training faces (OUT/meta.json from "
-                    "`train`), predict, and write per picture NAME.json ({image, faces: [{box, "
-                    "score, label, probabilities}]}, most confident face first; a note when "
-                    "no face is found) and NAME_annotated.png (boxes, labels and a bar per "
-                    "class next to each face) into --out.")
-    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
-                         help="picture files (PNG, JPEG, ...)")
-    predict.add_argument("--model", type=Path, required=True,
-                         help="a .keras or .tflite model, or the folder `train --out` wrote "
-                              "(its meta.json: NAME.meta.json, or meta.json beside model.*)")
-    predict.add_argument("--out", type=Path, default=Path("predictions"),
-                         help="output folder (default: ./predictions)")
-    predict.add_argument("--save-crops", action="store_true",
-                         help="also save each face as the model sees it (NAME_face0.png, ...): "
-                              "the first thing to look at when predictions look wrong")
-    predict.add_argument("--min-score", type=float, default=0.5,
-                         help="ignore detections with a dlib score below this (default 0.5; "
-                              "0 keeps everything dlib reports)")
-    predict.add_argument("--detector", choices=("hog", "cnn"), default="hog",
-                         help="face detector: hog (default; dlib's fast frontal-face detector) "
-                              "or cnn (dlib's CNN detector from face-recognition-models: a few "
-                              "seconds per photo on a CPU, finds turned, tilted and partly "
-                              "hidden faces)")
+    _add_predict_parser(commands)
 
     export = commands.add_parser(
         "export", help="export a model as .keras, SavedModel and TFLite, and compare them",
@@ -318,6 +292,94 @@ def _multiworker_help() -> str:
     return doc[start:end].strip() if start >= 0 and end > start else ""
 
 
+def _at_least_zero(convert, what: str):
+    """An argparse type: `what` (converted by `convert`) >= 0, echoing the bad value."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not value >= 0:
+            raise argparse.ArgumentTypeError(f"expected {what} >= 0, got {text!r}")
+        return value
+
+    return parse
+
+
+_non_negative_int = _at_least_zero(int, "an integer")
+_non_negative_float = _at_least_zero(float, "a number")
+
+
+def _add_predict_parser(commands) -> None:
+    """The `predict` command: pictures, videos, folders of photos, or a camera."""
+    from .tracking import DEFAULT_SMOOTH
+
+    predict = commands.add_parser(
+        "predict", help="predict the expressions of the faces in pictures, videos, folders",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_PREDICT_DESCRIPTION)
+    predict.add_argument("inputs", nargs="*", type=Path, metavar="INPUT",
+                         help="pictures (PNG, JPEG, ...), videos (mp4, avi, mov, mkv, webm, "
+                              "any file OpenCV reads) and folders of photos (read recursively)")
+    predict.add_argument("--model", type=Path, required=True,
+                         help="a .keras or .tflite model, or the folder `train --out` wrote "
+                              "(its meta.json: NAME.meta.json, or meta.json beside model.*)")
+    predict.add_argument("--out", type=Path, default=Path("predictions"),
+                         help="output folder (default: ./predictions)")
+    predict.add_argument("--camera", type=_non_negative_int, metavar="N",
+                         help="instead of files: camera N (0 = the first) in a live window; "
+                              "needs OpenCV with windows (opencv-python), outside Docker")
+    predict.add_argument("--save-crops", action="store_true",
+                         help="pictures: also save each face as the model sees it "
+                              "(NAME_face0.png, ...): the first thing to look at when "
+                              "predictions look wrong")
+    predict.add_argument("--min-score", type=float, default=0.5,
+                         help="ignore detections with a dlib score below this (default 0.5; "
+                              "0 keeps everything dlib reports)")
+    predict.add_argument("--detector", choices=("hog", "cnn"), default="hog",
+                         help="face detector: hog (default; dlib's fast frontal-face detector) "
+                              "or cnn (dlib's CNN detector from face-recognition-models: a few "
+                              "seconds per photo on a CPU, finds turned, tilted and partly "
+                              "hidden faces)")
+    predict.add_argument("--upsample", type=_non_negative_int, metavar="N",
+                         help="videos, folders, camera: double the picture N times before "
+                              "detecting (default 1 for hog: faces of 40 px or more; 0 is "
+                              "about 4x faster and finds faces of 80 px or more)")
+    rate = predict.add_mutually_exclusive_group()
+    rate.add_argument("--every", type=_positive_int, default=1, metavar="N",
+                      help="videos: predict every N-th frame (default 1: all)")
+    rate.add_argument("--fps", type=_positive_float, metavar="F",
+                      help="videos: predict F frames per second of video instead")
+    predict.add_argument("--smooth", type=_non_negative_float, default=DEFAULT_SMOOTH,
+                         metavar="SECONDS",
+                         help="videos, camera: average each face's probabilities over about "
+                              f"this many seconds (default {DEFAULT_SMOOTH}; 0 = off)")
+    predict.add_argument("--annotate", action="store_true",
+                         help="videos: also write NAME_annotated.mp4 (boxes, ids, labels and "
+                              "bars on the predicted frames)")
+
+
+_PREDICT_DESCRIPTION = """\
+Detect faces (dlib), crop and preprocess them exactly like the model's training faces
+(meta.json from `train`), predict, and write into --out:
+  picture  NAME.json ({image, faces: [{box, score, label, probabilities}]}, most confident
+           face first; a note when no face is found) and NAME_annotated.png (boxes, labels,
+           a bar per class next to each face);
+  video    NAME.csv (frame, time, face_id, box, score, label, one column per class; a frame
+           without a face is a row with an empty face_id), NAME_timeline.png (each class's
+           probability over time, one panel per face id) and, with --annotate,
+           NAME_annotated.mp4. Frames are streamed (memory stays flat), faces keep one id
+           per person (box overlap across frames), probabilities are smoothed (--smooth);
+  folder   one predictions.csv for all folders of the run: file, face, box, score, label,
+           probabilities, error; a photo without a face is a row with an empty label, a
+           broken file a row with its error (and a warning), never a stop.
+--camera N shows the same pipeline live in a window (outside Docker: the container has no
+camera). A broken picture, a file that is not a video or a missing input stops the command
+with one error line before anything is predicted; a video cut short is predicted as far as
+it can be read, with a warning."""
+
+
 # --- helpers ----------------------------------------------------------------------------------
 
 
@@ -384,7 +446,7 @@ def _load_any_model(path: Path):
 
 
 def _output_names(paths, out: Path) -> list[str]:
-    """A unique file stem in `out` per input picture (photo.jpg, photo_2.jpg, ...)."""
+    """A unique file stem in `out` per input picture or video (photo.jpg, photo_2.jpg, ...)."""
     used, names = set(), []
     for path in paths:
         stem = name = path.stem or "image"
@@ -397,15 +459,20 @@ def _output_names(paths, out: Path) -> list[str]:
     return names
 
 
-def _check_pictures(paths) -> None:
-    """Read every picture once before TensorFlow loads: one `error:` line per bad file."""
-    from .data import DataError, read_image
+def _check_inputs(pictures, videos) -> None:
+    """Read every picture and open every video before TensorFlow loads: one `error:` line per
+    bad file, then stop."""
+    from .data import read_image
+    from .video import VideoReader
+
+    def open_video(path):
+        VideoReader(path).close()
 
     problems = []
-    for path in paths:
+    for path, check in [(p, read_image) for p in pictures] + [(v, open_video) for v in videos]:
         try:
-            read_image(path)
-        except (FileNotFoundError, DataError) as err:
+            check(path)
+        except (FileNotFoundError, ValueError) as err:  # DataError and VideoError included
             problems.append(str(err))
     for line in problems[:-1]:
         print(f"error: {line}", file=sys.stderr)
@@ -455,10 +522,113 @@ def _predict_one(model, meta, path: Path, stem: str, args, out: Path) -> str:
     return f"{path}: {what} -> {json_path}, {picture_path.name}"
 
 
+def _sort_inputs(paths) -> tuple[list, list, list]:
+    """(pictures, videos, folders) among the inputs: folders, then by extension, then content."""
+    from .data.readers import IMAGE_EXTENSIONS, sniff
+    from .video import VIDEO_EXTENSIONS
+
+    pictures, videos, folders = [], [], []
+    for path in paths:
+        suffix = path.suffix.lower()
+        if path.is_dir():
+            folders.append(path)
+        elif suffix in IMAGE_EXTENSIONS:
+            pictures.append(path)
+        elif suffix in VIDEO_EXTENSIONS:
+            videos.append(path)
+        elif not path.exists():
+            raise FileNotFoundError(f"input not found: {path}")
+        else:  # an unknown extension: a picture if it looks like one, else try it as a video
+            with open(path, "rb") as handle:
+                (pictures if sniff(handle.read(16)) else videos).append(path)
+    return pictures, videos, folders
+
+
+def _video_line(result, out: Path) -> str:
+    """What `predict` prints for a video."""
+    files = ", ".join(p.name for p in (result.timeline, result.annotated) if p is not None)
+    rate = result.frames_predicted / max(result.seconds, 1e-9)
+    ids = sorted(result.face_ids)
+    found = (f"face id(s) {', '.join(map(str, ids[:10]))}"
+             + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")) if ids else result.note
+    return (f"{result.source}: {result.frames_read:,} frames ({result.frames_read / result.fps:.1f}"
+            f" s at {result.fps:g} fps), {result.frames_predicted:,} predicted at {rate:.1f} "
+            f"frames/s; {found} -> {result.csv}, {files}")
+
+
+def _predict_videos(model, meta, paths, stems, args, out: Path) -> None:
+    """Predict each video; print a line per video and a warning for one cut short."""
+    from .video import predict_video
+
+    for path, stem in zip(paths, stems):
+        result = predict_video(model, path, meta, out=out, every=args.every, fps=args.fps,
+                               smooth=args.smooth, annotate=args.annotate,
+                               min_score=args.min_score, detector=args.detector,
+                               upsample=args.upsample, progress=sys.stderr.isatty(),
+                               name=stem)
+        if result.truncated:
+            print(f"warning: {result.truncated}; the frames read were predicted",
+                  file=sys.stderr)
+        print(_video_line(result, out), flush=True)
+
+
+def _predict_folders(model, meta, folders, args, out: Path) -> None:
+    """Predict every photo of the folders into one predictions.csv; list the broken files."""
+    from .photo_folder import predict_folder
+
+    result = predict_folder(model, folders, meta, out=out, min_score=args.min_score,
+                            detector=args.detector, upsample=args.upsample,
+                            progress=sys.stderr.isatty())
+    for path, reason in result.broken[:20]:
+        print(f"warning: {path}: {reason} (a row with this error is in the CSV)",
+              file=sys.stderr)
+    if len(result.broken) > 20:
+        print(f"warning: {len(result.broken) - 20} more broken photos: see the CSV's error "
+              f"column", file=sys.stderr)
+    if result.other_files:
+        names = ", ".join(str(p) for p in result.other_files[:3])
+        more = f" and {len(result.other_files) - 3} more" if len(result.other_files) > 3 else ""
+        print(f"note: {len(result.other_files)} file(s) without a picture extension were not "
+              f"read: {names}{more}", file=sys.stderr)
+    rate = result.photos / max(result.seconds, 1e-9)
+    print(f"{', '.join(map(str, folders))}: {result.photos:,} photos, {result.faces:,} face(s), "
+          f"{result.without_face:,} without a face, {len(result.broken):,} broken "
+          f"({rate:.1f} photos/s) -> {result.csv}", flush=True)
+
+
+def _predict_camera(args) -> int:
+    """`predict --camera N`: check OpenCV's windows and the camera, then the live window."""
+    from .camera import camera_support, open_camera, predict_camera
+    from .video import VideoError
+
+    problem = camera_support()
+    if problem:
+        raise CliError(f"--camera: {problem}")
+    open_camera(args.camera).release()
+    _quiet_tensorflow()
+    model, meta = _load_any_model(Path(args.model))
+    try:
+        shown = predict_camera(model, meta, camera=args.camera, smooth=args.smooth,
+                               min_score=args.min_score, detector=args.detector,
+                               upsample=args.upsample)
+    except VideoError as err:
+        raise CliError(str(err)) from None
+    print(f"camera {args.camera}: {shown:,} frames shown")
+    return 0
+
+
 def cmd_predict(args) -> int:
-    """`predict`: faces → crops like training → probabilities; JSON + annotated picture each."""
-    # Check every picture before loading TensorFlow: bad input fails in a second.
-    _check_pictures(args.images)
+    """`predict`: faces → crops like training → probabilities, for pictures, videos, folders."""
+    if args.camera is not None:
+        if args.inputs:
+            raise CliError("give either inputs (pictures, videos, folders) or --camera, "
+                           "not both")
+        return _predict_camera(args)
+    if not args.inputs:
+        raise CliError("nothing to predict: give pictures, videos or folders, or --camera N")
+    pictures, videos, folders = _sort_inputs(args.inputs)
+    # Check every picture and video before loading TensorFlow: bad input fails in a second.
+    _check_inputs(pictures, videos)
     model_path = Path(args.model)
     if not model_path.exists():
         raise FileNotFoundError(f"model not found: {model_path}")
@@ -467,8 +637,12 @@ def cmd_predict(args) -> int:
     model, meta = _load_any_model(model_path)
     if "note" in meta:
         print(f"warning: {meta['note']}", file=sys.stderr)
-    for path, stem in zip(args.images, _output_names(args.images, out)):
+    stems = _output_names(pictures + videos, out)
+    for path, stem in zip(pictures, stems):
         print(_predict_one(model, meta, path, stem, args, out), flush=True)
+    _predict_videos(model, meta, videos, stems[len(pictures):], args, out)
+    if folders:
+        _predict_folders(model, meta, folders, args, out)
     return 0
 
 
@@ -638,10 +812,10 @@ def cmd_bench(args) -> int:
 
 def cmd_fetch_weights(args) -> int:
     """`fetch-weights`: the ImageNet VGG16 weights into the Keras cache; exit 1 when offline."""
-    from . import _stderr_silenced
+    from . import _stderr_held
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with _stderr_silenced(True):  # keras.utils.get_file loads TensorFlow: keep its banner out
+    with _stderr_held(True):  # keras.utils.get_file loads TensorFlow: keep its banner out
         from .models import vgg
 
     try:
