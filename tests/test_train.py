@@ -210,7 +210,7 @@ def test_make_callbacks_defaults_to_the_settings_log_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("FER_LOG_DIR", str(tmp_path / "logs"))
     callbacks = train.make_callbacks("defaults", tensorboard=False, backup=False)
     assert (tmp_path / "logs" / "defaults").is_dir()
-    assert {type(c).__name__ for c in callbacks} == {"ModelCheckpoint", "CSVLogger"}
+    assert {type(c).__name__ for c in callbacks} == {"Float32Checkpoint", "CSVLogger"}
 
 
 def test_class_weights_balanced_like_sklearn():
@@ -368,7 +368,7 @@ def test_the_path_is_chosen_and_said(capsys):
     result = train.fit_classifier(model, faces, epochs=1, batch_size=4)
     out = capsys.readouterr().out
     assert result.path == "cached" and "cached path: the layers up to block4_pool are frozen" in out
-    assert "precision float32" in out
+    assert "precision fp32" in out
     result = train.fit_classifier(model, faces, epochs=1, batch_size=4, verbose=0,
                                   max_cache_mb=0.001)
     assert result.path == "full" and "more than max_cache_mb" in result.reason

@@ -135,6 +135,12 @@ def fit_multiworker(strategy, model, train_ds, val_ds, *, learning_rate: float,
     started = time.perf_counter()
     out = Path(out)
     chief = is_chief(strategy)
+    # Every worker must compute alike: "auto" measured on each machine may differ.
+    if _agreed(strategy, float(precision == "bf16")) not in (0.0, 1.0) or \
+            _agreed(strategy, float(precision == "fp16")) not in (0.0, 1.0):
+        print(f"note: the workers chose different precisions; all train in fp32 (this one "
+              f"chose {precision})", flush=True)
+        precision = "fp32"
     log_dir = out if chief else out / "workers" / f"worker-{strategy.cluster_resolver.task_id}"
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
