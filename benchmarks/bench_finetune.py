@@ -126,19 +126,6 @@ def _table(rows: list) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells)
 
 
-def _cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo), or the platform's word for it."""
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv=None) -> dict:
     """Write the faces, run the five contenders, print one table with the two ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -154,10 +141,10 @@ def main(argv=None) -> dict:
         raise SystemExit(f"the reference recipe {RECIPE} is missing")
     sys.path.insert(0, str(ROOT))
     import fer_utils as fu
-    from fer_utils.train.precision import cpu_description, cpu_supports_bf16
+    from fer_utils.cpu import cpu_description, cpu_model, cpu_supports_bf16
 
     bf16 = cpu_supports_bf16()
-    print(f"CPU: {_cpu_model()} ({cpu_description()}); {os.cpu_count()} cores", flush=True)
+    print(f"CPU: {cpu_model()} ({cpu_description()}); {os.cpu_count()} cores", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="fer_bench_") as tmp:
         t0 = time.perf_counter()

@@ -50,8 +50,8 @@ import sys
 import time
 from pathlib import Path
 
-from .config import (AUGMENTS, CLASS_WEIGHT_CHOICES, MODELS, PRECISIONS, STRATEGIES,
-                     TTA_CHOICES)
+from .config import (AUGMENTS, CLASS_WEIGHT_CHOICES, FINE_TUNE_MODES, MODELS, PRECISIONS,
+                     STRATEGIES, TTA_CHOICES)
 
 PROG = "python -m fer_utils"
 BENCH_PARTS = ("all", "generate", "augment", "train")
@@ -255,6 +255,16 @@ def _add_train_parser(commands) -> None:
                        help="test-time flips: average each face's prediction with its mirror "
                             "image's, inside the saved model. auto (default): only when they "
                             "raise the validation accuracy (both are printed)")
+    train.add_argument("--init-from", metavar="PATH",
+                       help="start from a trained model (a run folder `train` wrote, a "
+                            "model.keras or a weights file): its trunk, a new head for this "
+                            "data set's classes, trained as --fine-tune says; meta.json records "
+                            "the source (path, sha256, its data set and classes)")
+    train.add_argument("--fine-tune", choices=FINE_TUNE_MODES, default="last-block",
+                       help="with --init-from: what trains. last-block (default, the source's "
+                            "recipe: the early blocks frozen, the last block and the head "
+                            "train), head (the trunk frozen), layerwise (per-layer rates: the "
+                            "first block frozen, the middle ones at a tenth of the rate), all")
     train.add_argument("--precision", choices=PRECISIONS, default="auto",
                        help="auto (default: bf16 where this machine measures it faster), "
                             "fp32 or bf16 (mixed precision; weights stay float32)")
@@ -431,7 +441,8 @@ def cmd_train(args) -> int:
                     batch_size=args.batch_size, learning_rate=args.learning_rate,
                     augment=args.augment,
                     class_weights="none" if args.no_class_weights else args.class_weights,
-                    precision=args.precision, tta=args.tta, strategy=args.strategy)
+                    precision=args.precision, tta=args.tta, strategy=args.strategy,
+                    init_from=args.init_from, fine_tune=args.fine_tune)
     result = train_recipe(recipe, out=args.out, settings=settings)
     for line in result.lines:
         print(line, file=sys.stderr if line.startswith("warning:") else sys.stdout, flush=True)

@@ -24,6 +24,9 @@ MODELS = ("small", "vgg16")
 AUGMENTS = ("none", "flip-shift", "full")
 CLASS_WEIGHT_CHOICES = ("none", "balanced", "sqrt")
 TTA_CHOICES = ("auto", "on", "off")
+# What trains when a run starts from a trained model (`train --init-from`): the source notes'
+# recipe is "last-block" (the early blocks frozen, the last block and a new head train).
+FINE_TUNE_MODES = ("head", "last-block", "layerwise", "all")
 STRATEGIES = ("auto", "one", "mirrored", "multiworker")
 # One precision vocabulary for the whole kit; float32/bfloat16/float16 are accepted aliases.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cpu_supports_bf16", "cpu_description"]
+__all__ = ["cpu_supports_bf16", "cpu_description", "cpu_model"]
 
 # oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA) from which bfloat16 runs natively.
 _BF16_ISAS = ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16",
@@ -50,3 +50,18 @@ def cpu_description(cpuinfo: str | None = None, environ=None) -> str:
         isa = f"{cap.upper()} (capped by ONEDNN_MAX_CPU_ISA)"
     bf16 = "bf16" if cpu_supports_bf16(cpuinfo, environ) else "no bf16"
     return f"{isa}, {bf16}"
+
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's model name ("AMD EPYC", "Intel(R) Core(TM) i7-1165G7 ..."), or the machine."""
+    import platform
+
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    for line in cpuinfo.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()

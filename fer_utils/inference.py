@@ -31,7 +31,8 @@ META_FILE = "meta.json"
 # 2: the model takes raw pixels and preprocesses them itself ("preprocess" only describes
 # its layer); 1 (older runs): the input pipeline applied "preprocess" before the model.
 META_FORMAT = 2
-PREPROCESS_CHOICES = ("scale", "vgg", None)
+# What a model does to its raw pixels first (format 2: its own layer; format 1: the pipeline).
+PREPROCESS_CHOICES = ("scale", "vgg", "rescaling", "normalization", None)
 
 
 def make_meta(faces, input_size, channels: int, preprocess="scale", model_name: str = "",

@@ -353,7 +353,7 @@ def test_train_reads_a_real_sets_whole_split_in_the_laptop_profile(tmp_path, mon
     model = keras.models.load_model(out / "model.keras")
     assert ("mirror" in [layer.name for layer in model.layers]) == tta["used"]
     # The flip decision and the validation report are the SAVED model's own figures.
-    val = data.split(data.load_dataset(f"folder:{faces}"), seed=1234)[1]
+    val = data.split(data.load_dataset(f"folder:{faces}", limit=None), seed=1234)[1]
     x = val.images.astype("float32")
     saved_accuracy = float(np.mean(model.predict(x, verbose=0).argmax(1) == val.labels))
     chosen = tta["val_accuracy"]["flips" if tta["used"] else "plain"]

@@ -226,45 +226,64 @@ def _check_fit_args(epochs, batch_size, minutes, cache, augment, max_cache_mb,
         raise ValueError(f"max_cache_mb must be > 0, got {max_cache_mb!r}")
 
 
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """What one `fit_classifier` call trains with (shared by the cached and full paths)."""
+
+    epochs: int
+    batch_size: int
+    optimizer: object
+    callbacks: list
+    class_weight: dict | None
+    seed: int
+    precision: str
+    verbose: int
+
+    @property
+    def keras_verbose(self) -> int:
+        """Keras' own verbosity: 0 silent, 1 progress bars, 2 one line per epoch."""
+        return 0 if not self.verbose else 2 if self.verbose == 2 else 1
+
+
 def _compile(model, optimizer) -> None:
     """Sparse categorical cross-entropy and accuracy, with the (shared) optimizer."""
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
 
 
-def _fit_cached(model, plan, train, val, inputs: ModelInput, opts: dict):
+def _fit_cached(model, plan, train, val, inputs: ModelInput, run: _Run):
     """Cached path: the frozen part once, then the tail trains; callbacks see the full model."""
-    dtype = {"fp32": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}[opts["precision"]]
+    dtype = {"fp32": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}[run.precision]
     started = time.perf_counter()
-    big = max(opts["batch_size"], 64)
+    big = max(run.batch_size, 64)
     x_train = frozen_features(plan.frozen, train, inputs, big, dtype,
                               "computing the frozen layers once (training faces)",
-                              opts["verbose"])
+                              run.verbose)
     x_val = None if val is None else frozen_features(
         plan.frozen, val, inputs, big, dtype, "computing the frozen layers once (validation "
-        "faces)", opts["verbose"])
+        "faces)", run.verbose)
     cache_seconds = time.perf_counter() - started
-    _compile(plan.tail, opts["optimizer"])
-    _compile(model, opts["optimizer"])  # what checkpoints save: the same layers and optimizer
-    callbacks = [CallbacksOnModel(opts["callbacks"], model)] if opts["callbacks"] else []
+    _compile(plan.tail, run.optimizer)
+    _compile(model, run.optimizer)  # what checkpoints save: the same layers and optimizer
+    callbacks = [CallbacksOnModel(run.callbacks, model)] if run.callbacks else []
     history = plan.tail.fit(
-        feature_batches(x_train, train.labels, opts["batch_size"], True, opts["seed"]),
+        feature_batches(x_train, train.labels, run.batch_size, True, run.seed),
         validation_data=None if val is None else feature_batches(x_val, val.labels, big,
                                                                  False, 0),
-        epochs=opts["epochs"], callbacks=callbacks, shuffle=False,
-        class_weight=opts["class_weight"], verbose=opts["keras_verbose"])
+        epochs=run.epochs, callbacks=callbacks, shuffle=False,
+        class_weight=run.class_weight, verbose=run.keras_verbose)
     return history.history, cache_seconds
 
 
-def _fit_full(model, train, val, inputs: ModelInput, opts: dict, augment):
+def _fit_full(model, train, val, inputs: ModelInput, run: _Run, augment):
     """Full path: every layer runs on every batch of (possibly augmented) images."""
-    _compile(model, opts["optimizer"])
-    big = max(opts["batch_size"], 64)
+    _compile(model, run.optimizer)
+    big = max(run.batch_size, 64)
     history = model.fit(
-        inputs.batches(train, opts["batch_size"], True, opts["seed"], augment=augment),
+        inputs.batches(train, run.batch_size, True, run.seed, augment=augment),
         validation_data=None if val is None else inputs.batches(val, big, False, 0),
-        epochs=opts["epochs"], callbacks=opts["callbacks"], shuffle=False,
-        class_weight=opts["class_weight"], verbose=opts["keras_verbose"])
+        epochs=run.epochs, callbacks=run.callbacks, shuffle=False,
+        class_weight=run.class_weight, verbose=run.keras_verbose)
     return history.history, 0.0
 
 
@@ -377,16 +396,15 @@ def fit_classifier(model, train, val=None, *, epochs: int | None, batch_size: in
         run_callbacks = ([scheduler] if scheduler else []) + list(callbacks or [])
     if chosen == "fp16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    opts = dict(epochs=_UNTIL_BUDGET if epochs is None else int(epochs),
-                batch_size=int(batch_size), optimizer=optimizer, callbacks=run_callbacks,
-                class_weight=class_weight, seed=int(seed), precision=chosen, verbose=verbose,
-                keras_verbose=0 if not verbose else 2 if verbose == 2 else 1)
+    run = _Run(epochs=_UNTIL_BUDGET if epochs is None else int(epochs),
+               batch_size=int(batch_size), optimizer=optimizer, callbacks=run_callbacks,
+               class_weight=class_weight, seed=int(seed), precision=chosen, verbose=verbose)
     with computing_in(model, chosen):
         if plan.cached:
             history, cache_seconds = _fit_cached(model, plan, train_faces, val_faces, inputs,
-                                                 opts)
+                                                 run)
         else:
-            history, cache_seconds = _fit_full(model, train_faces, val_faces, inputs, opts,
+            history, cache_seconds = _fit_full(model, train_faces, val_faces, inputs, run,
                                                augment)
     seconds = time.perf_counter() - started
     _compile(model, optimizer)  # float32 again: evaluate, predict and save the full model

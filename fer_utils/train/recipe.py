@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import AUGMENTS, CLASS_WEIGHT_CHOICES, MODELS, TTA_CHOICES
+from ..config import AUGMENTS, CLASS_WEIGHT_CHOICES, FINE_TUNE_MODES, MODELS, TTA_CHOICES
 
 __all__ = ["MODELS", "AUGMENTS", "CLASS_WEIGHT_CHOICES", "TTA_CHOICES", "SMALL_TRAINING",
            "Recipe", "RunPlan", "RunResult", "plan_run", "train_recipe"]
@@ -33,6 +33,9 @@ SMALL_TRAINING = {"batch_size": 128, "learning_rate": 2e-3, "augment": "flip-shi
                   "class_weights": "none", "schedule": "cosine"}
 VGG_TRAINING = {"learning_rate": 1e-4, "augment": "none", "class_weights": "balanced",
                 "schedule": "constant"}
+# Fine-tuning a trained model on new faces (`init_from`): a tenth of the small recipe's rate
+# for what was trained already, the profile's epochs (small sets: no budget-filling epochs).
+FINE_TUNE_TRAINING = {"learning_rate": 1e-3, "class_weights": "none", "schedule": "cosine"}
 _RUN_FILE = "run.json"  # the options of the run in `out` (a resumed run must match them)
 
 
@@ -51,6 +54,8 @@ class Recipe:
     precision: str = "auto"  # "auto", "fp32", "bf16", "fp16"
     tta: str = "auto"  # test-time flips: "auto" (when they pay on validation), "on", "off"
     strategy: str = "auto"  # "auto", "one", "mirrored", "multiworker"
+    init_from: str | None = None  # a trained model to start from (model.keras, run folder...)
+    fine_tune: str = "last-block"  # with init_from: "head", "last-block", "layerwise", "all"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +76,8 @@ class RunPlan:
     tta: str
     strategy: str
     minutes: float
+    init_from: str | None = None
+    fine_tune: str | None = None
 
 
 @dataclasses.dataclass
@@ -97,6 +104,11 @@ def plan_run(recipe: Recipe, settings) -> RunPlan:
             raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
     if not recipe.minutes > 0:
         raise ValueError(f"minutes must be > 0, got {recipe.minutes!r}")
+    if recipe.fine_tune not in FINE_TUNE_MODES:
+        raise ValueError(f"fine_tune must be one of {', '.join(FINE_TUNE_MODES)}, "
+                         f"got {recipe.fine_tune!r}")
+    if recipe.init_from is not None:
+        return _plan_fine_tune(recipe, settings)
     profile = settings.profile
     small = recipe.model == "small"
     defaults = SMALL_TRAINING if small else VGG_TRAINING
@@ -124,10 +136,52 @@ def plan_run(recipe: Recipe, settings) -> RunPlan:
         tta=recipe.tta, strategy=recipe.strategy, minutes=float(recipe.minutes))
 
 
+def _plan_fine_tune(recipe: Recipe, settings) -> RunPlan:
+    """The plan of a run that starts from a trained model: its input, the fine-tune recipe."""
+    from .. import transfer
+    from .precision import precision_name
+
+    path = Path(recipe.init_from).expanduser().resolve()
+    source = transfer.load_source(path)
+    height, width, channels = (int(v) for v in source.model.input_shape[1:])
+    if recipe.size and recipe.size != height:
+        raise ValueError(f"--size {recipe.size} does not fit {path}: it takes {height}×{width}"
+                         f" images (leave --size out when starting from a trained model)")
+    profile = settings.profile
+    return RunPlan(
+        model="small" if channels == 1 else recipe.model, size=height, channels=channels,
+        limit="profile", epochs=recipe.epochs or profile.epochs,
+        batch_size=recipe.batch_size or profile.batch_size,
+        learning_rate=recipe.learning_rate or FINE_TUNE_TRAINING["learning_rate"],
+        # a frozen trunk ("head") is computed once per face: no augmentation by default
+        augment=recipe.augment or ("none" if recipe.fine_tune == "head" else "flip-shift"),
+        class_weights=recipe.class_weights or FINE_TUNE_TRAINING["class_weights"],
+        schedule=FINE_TUNE_TRAINING["schedule"],
+        precision=precision_name(recipe.precision),
+        tta=recipe.tta, strategy=recipe.strategy, minutes=float(recipe.minutes),
+        init_from=str(path), fine_tune=recipe.fine_tune)
+
+
 # --- the parts of a run ----------------------------------------------------------------------
 
 
 def _build_model(plan: RunPlan, settings, faces, channels: int):
+    """(model, optimizer or None, source record or None): the small CNN's recipe, VGG16 with
+    FER_WEIGHTS (nothing frozen without weights), or a start from a trained model."""
+    from .. import models
+
+    if plan.init_from is not None:
+        from .. import transfer
+
+        start = transfer.init_from(plan.init_from, faces.num_classes, mode=plan.fine_tune,
+                                   class_names=list(faces.class_names),
+                                   learning_rate=plan.learning_rate)
+        print(start, flush=True)
+        return start.model, start.optimizer, start.source
+    return _new_model(plan, settings, faces, channels), None, None
+
+
+def _new_model(plan: RunPlan, settings, faces, channels: int):
     """The small CNN's recipe, or VGG16 with FER_WEIGHTS (nothing frozen without weights)."""
     from .. import models
 
@@ -192,7 +246,8 @@ def _planned_epochs(plan: RunPlan, out: Path) -> int | None:
     return plan.epochs
 
 
-def _fit(plan: RunPlan, strategy, model, parts, out: Path, minutes: float, seed: int) -> dict:
+def _fit(plan: RunPlan, strategy, model, parts, out: Path, minutes: float, seed: int,
+         optimizer=None) -> dict:
     """Train with `fit_classifier` (or the multi-worker loop); what meta.json records of it."""
     from . import devices, fit
 
@@ -201,6 +256,9 @@ def _fit(plan: RunPlan, strategy, model, parts, out: Path, minutes: float, seed:
     class_weight = None if plan.class_weights == "none" else plan.class_weights
     augment = {"none": False}.get(plan.augment, plan.augment)
     if devices.is_multiworker(strategy):
+        if optimizer is not None:
+            raise ValueError("multi-worker training does not take per-layer rates (--fine-tune "
+                             "layerwise): use another --fine-tune mode, or one machine")
         from .balance import class_weights
         from .precision import resolve_precision
 
@@ -221,7 +279,8 @@ def _fit(plan: RunPlan, strategy, model, parts, out: Path, minutes: float, seed:
         result = fit.fit_classifier(
             model, train_set, val_set if len(val_set) else None,
             epochs=_planned_epochs(plan, out), batch_size=global_batch,
-            learning_rate=plan.learning_rate, augment=augment, precision=plan.precision,
+            learning_rate=plan.learning_rate, optimizer=optimizer, augment=augment,
+            precision=plan.precision,
             class_weight=class_weight, run_name=out.name, log_dir=out.parent, seed=seed,
             verbose=1 if sys.stdout.isatty() else 2, minutes=minutes, schedule=plan.schedule,
             keep_backup=True)
@@ -353,11 +412,9 @@ def _peak_memory_mb() -> float:
 
 def _cpu_line() -> str:
     """The CPU and what it computes in (for meta.json: figures depend on it)."""
-    import platform
+    from ..cpu import cpu_description, cpu_model
 
-    from .precision import cpu_description
-
-    return f"{platform.processor() or platform.machine()}; {cpu_description()}"
+    return f"{cpu_model()} ({cpu_description()})"
 
 
 # --- the recipe ------------------------------------------------------------------------------
@@ -383,6 +440,7 @@ def train_recipe(recipe: Recipe = Recipe(), out=None, settings=None) -> RunResul
 
     from .. import data, inference
     from ..config import get_settings
+    from ..models.preprocess import preprocessing_of
     from . import devices
 
     settings = settings or get_settings()
@@ -400,7 +458,8 @@ def train_recipe(recipe: Recipe = Recipe(), out=None, settings=None) -> RunResul
     keras.utils.set_random_seed(settings.seed)
     print(settings.banner(), flush=True)
     faces = data.load_dataset(settings=settings, limit=plan.limit,
-                              for_model="small" if plan.model == "small" else "vgg")
+                              for_model="small" if (plan.channels or 1) == 1 and plan.size <= 48
+                              else "vgg")
     if len(faces) < 10:
         raise ValueError(f"the data set {settings.dataset} has only {len(faces)} faces; "
                          f"training needs at least 10")
@@ -409,11 +468,11 @@ def train_recipe(recipe: Recipe = Recipe(), out=None, settings=None) -> RunResul
     channels = plan.channels or faces.image_shape[2]
     print(_describe(plan, faces, parts, channels), flush=True)
     with strategy.scope():
-        model = _build_model(plan, settings, faces, channels)
+        model, optimizer, source = _build_model(plan, settings, faces, channels)
     devices.synchronize_batch_norm(model, strategy)
     minutes = _training_minutes(plan, model, parts, command_started)
     fit_started = time.perf_counter()
-    fit = _fit(plan, strategy, model, parts, out, minutes, settings.seed)
+    fit = _fit(plan, strategy, model, parts, out, minutes, settings.seed, optimizer)
     final, val_report, tta = _choose_tta(model, parts[1], plan.tta, faces.class_names)
     test = _report(final, parts[2], faces.class_names)
     chief = devices.is_chief(strategy)
@@ -429,7 +488,7 @@ def train_recipe(recipe: Recipe = Recipe(), out=None, settings=None) -> RunResul
     resumed = [a for a in schedule.get("attempts", []) if a.get("from_epoch")]
     meta = inference.make_meta(
         parts[0], input_size=plan.size, channels=channels,
-        preprocess="scale" if plan.model == "small" else "vgg", model_name=plan.model,
+        preprocess=preprocessing_of(model), model_name=plan.model,
         dataset=settings.dataset, profile=settings.profile.name, seed=settings.seed,
         split_faces=dict(zip(("train", "val", "test"), map(len, parts))),
         train_seconds=round(fit["seconds"], 1), epochs=len(fit["history"].get("loss", [])),
@@ -437,7 +496,7 @@ def train_recipe(recipe: Recipe = Recipe(), out=None, settings=None) -> RunResul
                                       "stopped") if k in fit},
         recipe={k: getattr(plan, k) for k in ("batch_size", "learning_rate", "schedule",
                                               "augment", "class_weights")},
-        schedule=schedule, resumed=resumed,
+        schedule=schedule, resumed=resumed, init_from=source,
         weights=getattr(model, "weights_status", None),
         history={k: round(float(v[-1]), 4) for k, v in fit["history"].items() if v},
         val_report=val_report, flip_tta=tta, test_report=test,
