@@ -441,7 +441,7 @@ def test_fetch_weights_fails_fast_without_network(workdir):
 
 
 def test_output_names_are_unique_even_when_an_input_looks_renamed():
-    from fer_utils.__main__ import _output_names
+    from fer_utils.cli.predict import _output_names
 
     names = _output_names([Path("a.jpg"), Path("b/a.png"), Path("a_2.jpg"), Path(".png")],
                           Path("out"))
