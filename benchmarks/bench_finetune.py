@@ -177,15 +177,15 @@ def main(argv=None) -> dict:
     b = runs["kit_aug"]["images_per_second"] / runs["recipe_aug"]["images_per_second"]
     none = "none (random)"
     rows = [
-        ("a", "TF-docs recipe, noaug", none, "float32", "no", "whole VGG16 every step",
+        ("a", "TF-docs recipe, noaug", none, "fp32", "no", "whole VGG16 every step",
          f"{runs['recipe_noaug']['images_per_second']:.1f}", "1.00x", "-"),
-        ("a", "kit fit_classifier", none, "float32", "no", runs["kit_cached"]["path"],
+        ("a", "kit fit_classifier", none, "fp32", "no", runs["kit_cached"]["path"],
          f"{runs['kit_cached']['images_per_second']:.1f}", f"{a:.2f}x",
          f"{runs['kit_cached']['whole_call']:.1f} img/s"),
-        ("b", "TF-docs recipe", none, "float32", "flip + rotation layers",
+        ("b", "TF-docs recipe", none, "fp32", "flip + rotation layers",
          "whole VGG16 every step", f"{runs['recipe_aug']['images_per_second']:.1f}", "1.00x",
          "-"),
-        ("b", "kit fit_classifier", none, "float32", "fu.augment on the fly",
+        ("b", "kit fit_classifier", none, "fp32", "fu.augment on the fly",
          runs["kit_aug"]["path"], f"{runs['kit_aug']['images_per_second']:.1f}", f"{b:.2f}x",
          f"{runs['kit_aug']['whole_call']:.1f} img/s"),
     ]
