@@ -100,6 +100,8 @@ def make_dataset(n: int, seed: int = 0, size: int = 48, channels: int = 1, cache
         progress: show a tqdm progress bar.
         class_balance: "uniform" (equal classes) or "fer2013" (FER2013's class shares).
         workers: processes; default: one below 2,000 faces, else one per CPU core (at most 4).
+            Workers are fresh processes that never re-run the caller's script; when they
+            cannot start, the faces are rendered in this process after one warning line.
 
     Returns:
         A FaceSet with images, labels (FER2013 order), aus (N×12 BP4D intensities 0-5),
