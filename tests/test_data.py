@@ -370,6 +370,21 @@ def test_split_keeps_an_existing_split_column():
     assert len(test) == (fs.split == "test").sum() and 0.08 < len(val) / len(fs) < 0.12
 
 
+def test_a_train_only_set_gets_10_percent_validation_when_test_is_carved_too():
+    """A folder with train/ only: val and test are each their share of train, not less."""
+    fs = random_faceset(1000, extras=False)
+    train_only = FaceSet(images=fs.images, labels=fs.labels, split=np.full(len(fs), "train"))
+    train, val, test = data.split(train_only, val=0.1, test=0.1, seed=0)
+    assert (len(train), len(val), len(test)) == (800, 100, 100)
+    train, val, test = data.split(train_only, val=0.1, test=0.2, seed=0)
+    assert (len(train), len(val), len(test)) == (700, 100, 200)
+    # With the set's own test part (Kaggle's train/ + test/ folders), val is 10 % of train.
+    kaggle = FaceSet(images=fs.images, labels=fs.labels,
+                     split=np.where(np.arange(len(fs)) < 800, "train", "test"))
+    train, val, test = data.split(kaggle, val=0.1, test=0.1, seed=0)
+    assert (len(train), len(val), len(test)) == (720, 80, 200)
+
+
 def test_summary_and_class_balance():
     fs = random_faceset(70, extras=False, split=True)
     frame = data.summary(fs)
