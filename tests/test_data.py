@@ -539,6 +539,31 @@ def test_split_folders_are_recognised_and_kept(tmp_path, names):
     assert len(val_part) == 6 and len(test_part) == 9  # the folders' split, not a new one
 
 
+def test_kaggles_fer2013_folder_copy_is_reported_as_what_it_is(tmp_path):
+    """train/ + test/ (both test halves, told apart by file name), no validation folder."""
+    for k, cls in enumerate(("angry", "happy", "sad")):
+        write_faces(tmp_path / "train" / cls, 20, seed=k, prefix="Training_")
+        write_faces(tmp_path / "test" / cls, 3, seed=k, prefix="PublicTest_")
+        write_faces(tmp_path / "test" / cls, 2, seed=k + 5, prefix="PrivateTest_")
+    described = data.describe_folder(tmp_path)
+    assert "train/ → train (60), test/ → test (15)" in described
+    assert "test/ PublicTest 9 + PrivateTest 6" in described
+    assert "test/ holds both of FER2013's test halves" in described
+    assert "carves val out of train/" in described
+    train, val, test = data.split(data.load_image_folder(tmp_path), val=0.1, test=0.1)
+    assert (len(train), len(val), len(test)) == (54, 6, 15)  # val: 10 % of train/
+
+
+def test_fer2013_folders_converted_from_the_csv_name_each_half(tmp_path):
+    for folder, usage in (("train", "Training"), ("validation", "PublicTest"),
+                          ("test", "PrivateTest")):
+        write_faces(tmp_path / folder / "happy", 2, prefix=f"{usage}_")
+    described = data.describe_folder(tmp_path)
+    assert ("FER2013 file names: train/ Training 2, validation/ PublicTest 2, "
+            "test/ PrivateTest 2") in described
+    assert "both of FER2013's test halves" not in described and "carves" not in described
+
+
 def test_split_folders_with_different_classes_name_the_difference(tmp_path):
     for split_name, classes in (("train", ("happy", "sad", "fear")), ("test", ("happy", "sad"))):
         for cls in classes:
