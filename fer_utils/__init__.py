@@ -17,8 +17,8 @@ from .config import Settings, SettingsError, get_settings
 __version__ = "0.1.0"
 
 _SUBMODULES = ("attention", "augment", "bench", "config", "data", "export", "faces", "faceset",
-               "inference", "labelling", "legacy", "metrics", "models", "plots", "synth",
-               "train")
+               "images", "inference", "labelling", "legacy", "metrics", "models", "plots",
+               "synth", "train")
 
 __all__ = ["Settings", "SettingsError", "get_settings", "setup", *_SUBMODULES]
 

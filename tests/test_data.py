@@ -152,6 +152,23 @@ def test_read_image_follows_exif_rotation(tmp_path):
     assert data.read_image(tmp_path / "phone.jpg").shape == (40, 20, 3)
 
 
+def test_a_jpeg_with_bytes_after_its_end_marker_reads(tmp_path):
+    """Some cameras append data after the JPEG's end; Pillow decodes every pixel: keep it."""
+    ok, jpeg = cv2.imencode(".jpg", face((24, 32)))
+    (tmp_path / "phone.jpg").write_bytes(jpeg.tobytes() + b"trailing maker notes")
+    assert data.read_image(tmp_path / "phone.jpg").shape == (24, 32, 3)
+
+
+def test_a_png_with_a_broken_checksum_is_named_and_nothing_else_is_printed(tmp_path, capfd):
+    ok, png = cv2.imencode(".png", face((30, 30)))
+    png = bytearray(png.tobytes())
+    png[png.index(b"IDAT") + 20] ^= 0xFF  # one flipped byte in the pixel data
+    (tmp_path / "flipped.png").write_bytes(bytes(png))
+    with pytest.raises(DataError, match=r"flipped.png: unreadable PNG .*checksum"):
+        data.read_image(tmp_path / "flipped.png")
+    assert capfd.readouterr().err == ""  # no decoder message on stderr (libpng's, say)
+
+
 def test_image_folder_custom_classes_are_sorted(tmp_path):
     for name in ("zebra", "apple"):
         (tmp_path / name).mkdir()
