@@ -1,10 +1,10 @@
-"""Image arrays: any dtype to uint8 (0-255), grey ↔ RGB; the one home of these conversions."""
+"""Image arrays and shapes: uint8 (0-255), grey ↔ RGB, a model's input shape: one home each."""
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["to_uint8", "to_channels", "as_uint8_image"]
+__all__ = ["to_uint8", "to_channels", "as_uint8_image", "check_input_shape"]
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -52,3 +52,22 @@ def as_uint8_image(image, what: str = "image") -> np.ndarray:
         raise ValueError(f"{what} must be a grey H×W(×1) or RGB H×W×3 image, "
                          f"got shape {array.shape}")
     return np.ascontiguousarray(to_uint8(array[..., :3]))
+
+
+def check_input_shape(input_shape, who: str, min_side: int = 1) -> tuple:
+    """(height, width, channels) as ints (channels 1 or 3, sides ≥ min_side), or a ValueError.
+
+    Args:
+        input_shape: what a model builder was given.
+        who: the builder's name, which starts the error message.
+        min_side: the smallest height and width the model accepts (VGG16's five poolings: 32).
+    """
+    try:
+        shape = tuple(int(v) for v in input_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"{who}: input_shape must be (height, width, channels), "
+                         f"got {input_shape!r}") from None
+    if len(shape) != 3 or min(shape[:2]) < min_side or shape[2] not in (1, 3):
+        raise ValueError(f"{who}: input_shape must be (height, width, channels) with height and "
+                         f"width >= {min_side} and 1 or 3 channels, got {input_shape!r}")
+    return shape

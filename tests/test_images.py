@@ -47,3 +47,12 @@ def test_faces_and_the_reader_use_the_one_home():
     assert faces.to_channels is images.to_channels
     assert faces.as_uint8_image is images.as_uint8_image
     assert readers.to_channels is images.to_channels and readers.to_uint8 is images.to_uint8
+
+
+def test_check_input_shape_names_the_builder_and_the_bad_shape():
+    assert images.check_input_shape([48, 48, 1], "small_cnn") == (48, 48, 1)
+    assert images.check_input_shape((96, 64, 3), "vgg16", min_side=32) == (96, 64, 3)
+    for bad, match in [((48, 48), r"\(48, 48\)"), ((48, 48, 2), "1 or 3 channels"),
+                       ((16, 48, 3), ">= 32"), ("big", "'big'"), (None, "None")]:
+        with pytest.raises(ValueError, match=rf"^vgg16: input_shape must be .*{match}"):
+            images.check_input_shape(bad, "vgg16", min_side=32)
