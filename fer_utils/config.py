@@ -1,4 +1,4 @@
-"""Settings of the course kit: profiles, data set, weights and folders (design.md §3)."""
+"""Settings of the course kit: profiles, data set, weights and folders (README, "Settings")."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""Docker smoke test (design.md §7-§8): build, both services healthy, the container test command.
+"""Docker smoke test: build, both services healthy, the README's container test command.
 
 Runs when a Docker engine and the compose command answer; skipped with the reason otherwise.
 The compose command comes from `FER_COMPOSE` (default `docker compose`); on this project's CI
 machine it is `bash ../shared/tools/docker-harness compose` (host network, compose v1).
 Every subprocess has a timeout: the test never hangs on a missing or stuck engine.
 
-The browser part (design.md §8): while both services are up, Debian's Chromium, driven by
+The browser part: while both services are up, Debian's Chromium, driven by
 Playwright (tests/lab_browser.py), opens every notebook in the container's JupyterLab with the
 token URL, runs Run ▸ Run All Cells in the ci profile, saves, and the saved file must show every
 code cell run without an error output. The notebooks run as copies under logs/ (git-ignored,
