@@ -13,6 +13,8 @@ ARG WEIGHTS_TIMEOUT=120
 # why, in order: no apt prompts; the venv first on PATH; logs unbuffered; quiet TensorFlow C++
 # logs; ImageNet weights baked into a shared Keras cache (not a home folder); `import fer_utils`
 # from anywhere (kernels start in notebooks/); the course's FER_* defaults (compose overrides).
+# No FER_PROFILE: the kit's default is laptop, and `pytest` (conftest.py) picks ci when it is
+# unset or empty, as on the host.
 ENV DEBIAN_FRONTEND=noninteractive \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
@@ -21,7 +23,6 @@ ENV DEBIAN_FRONTEND=noninteractive \
     TF_CPP_MIN_LOG_LEVEL=2 \
     KERAS_HOME=/opt/keras \
     PYTHONPATH=/course \
-    FER_PROFILE=laptop \
     FER_WEIGHTS=imagenet \
     FER_DATA_DIR=/course/data \
     FER_LOG_DIR=/course/logs \
@@ -61,7 +62,9 @@ RUN mkdir -p "$KERAS_HOME" \
  && chmod -R a+rwX "$KERAS_HOME"
 
 COPY docker/ docker/
+# why: the README's in-container `pytest` runs the benchmark scripts' tests too.
 COPY tests/ tests/
+COPY benchmarks/ benchmarks/
 COPY notebooks/ notebooks/
 # why: the mount points exist (and are the learner's) even when run without compose mounts.
 RUN mkdir -p logs data \

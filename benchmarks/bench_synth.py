@@ -30,23 +30,29 @@ def aligned_landmarks(lm: np.ndarray) -> np.ndarray:
 
 
 def time_render(n: int, workers: int | None) -> None:
-    """Print how long rendering n faces (48 px grey, no cache) takes."""
+    """Print how long rendering n faces (48 px grey, no cache) takes, and the CPU per face.
+
+    The CPU per face comes from a run in this process (the worker processes' CPU time is not
+    visible to this one); the wall time from a run with `workers` processes.
+    """
     import resource
 
     def cpu_seconds() -> float:
-        """CPU time of this process and its finished workers."""
+        """CPU time of this process."""
         own = resource.getrusage(resource.RUSAGE_SELF)
-        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+        return own.ru_utime + own.ru_stime
 
-    start, cpu_start = time.perf_counter(), cpu_seconds()
+    serial = min(n, 1000)
+    cpu_start = cpu_seconds()
+    synth.make_dataset(serial, seed=0, cache=False, progress=False, workers=1)
+    per_face = (cpu_seconds() - cpu_start) / max(1, serial)
+    start = time.perf_counter()
     fs = synth.make_dataset(n, seed=0, cache=False, progress=True, workers=workers)
-    took, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+    took = time.perf_counter() - start
     print(f"render: {len(fs)} faces 48×48×1 in {took:.1f} s wall ({len(fs) / took:.0f} faces/s, "
           f"workers={workers or 'auto'}, os.cpu_count()={os.cpu_count()}, load average "
-          f"{os.getloadavg()[0]:.1f}); CPU {cpu:.1f} s = {1000 * cpu / max(1, len(fs)):.2f} ms "
-          f"per face → {cpu / 2 * 35887 / max(1, len(fs)):.0f} s for 35,887 faces on 2 idle "
-          f"cores")
+          f"{os.getloadavg()[0]:.1f}); CPU {1000 * per_face:.2f} ms per face in one process "
+          f"({serial} faces) → {per_face * 35887 / 2:.0f} s for 35,887 faces on 2 idle cores")
 
 
 def separability(n: int, cnn_epochs: int, linear: bool = True) -> None:

@@ -18,8 +18,9 @@ from .config import Settings, SettingsError, get_settings
 __version__ = "0.1.0"
 
 _SUBMODULES = ("attention", "augment", "bench", "camera", "config", "cpu", "data", "export",
-               "faces", "faceset", "inference", "labelling", "legacy", "metrics", "models",
-               "photo_folder", "plots", "synth", "synth_clip", "tracking", "train", "video")
+               "faces", "faceset", "images", "inference", "labelling", "legacy", "metrics",
+               "models", "photo_folder", "plots", "synth", "synth_clip", "tracking", "train",
+               "video")
 
 __all__ = ["Settings", "SettingsError", "get_settings", "setup", *_SUBMODULES]
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import attention
+from .images import as_uint8_image, to_channels
 
 __all__ = ["ALIGN_POINTS", "DEFAULT_BOX_SCALE", "DEFAULT_MIN_SCORE", "crop_convention",
            "crop_faces", "as_uint8_image", "to_channels"]
@@ -35,37 +36,6 @@ DEFAULT_BOX_SCALE = 1.3
 # Detections scored below this are dropped by `predict` and fit="face" (false alarms such as
 # badges and patterns score lower; dlib's own threshold is 0).
 DEFAULT_MIN_SCORE = 0.5
-
-
-# --- images -----------------------------------------------------------------------------------
-
-
-def as_uint8_image(image, what: str = "image") -> np.ndarray:
-    """A uint8 H×W×C (C 1 or 3) array, or a ValueError that shows the bad shape."""
-    array = np.asarray(image)
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"{what} must be a grey H×W(×1) or RGB H×W×3 image, "
-                         f"got shape {array.shape}")
-    if array.shape[-1] == 4:
-        array = array[..., :3]
-    if array.dtype != np.uint8:
-        if np.issubdtype(array.dtype, np.floating) and array.size and np.nanmax(array) <= 1.0:
-            array = array * 255.0
-        array = np.clip(np.nan_to_num(array.astype(np.float64)), 0, 255).round().astype(np.uint8)
-    return np.ascontiguousarray(array)
-
-
-def to_channels(images: np.ndarray, channels: int) -> np.ndarray:
-    """Convert uint8 N×H×W×C images to `channels` (1 grey or 3 RGB) with OpenCV's weights."""
-    import cv2
-
-    if images.shape[-1] == channels:
-        return images
-    if channels == 1:
-        return np.stack([cv2.cvtColor(im, cv2.COLOR_RGB2GRAY) for im in images])[..., None]
-    return np.repeat(images, 3, axis=-1)
 
 
 # --- the crop convention (measured on the training set, stored in meta.json) ------------------

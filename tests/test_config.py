@@ -1,4 +1,4 @@
-"""Settings (design.md §3): defaults, accepted values and a clear message for every bad value."""
+"""Settings (README, "Settings"): defaults, accepted values, a clear message for every bad value."""
 
 import pytest
 

@@ -152,6 +152,23 @@ def test_read_image_follows_exif_rotation(tmp_path):
     assert data.read_image(tmp_path / "phone.jpg").shape == (40, 20, 3)
 
 
+def test_a_jpeg_with_bytes_after_its_end_marker_reads(tmp_path):
+    """Some cameras append data after the JPEG's end; Pillow decodes every pixel: keep it."""
+    ok, jpeg = cv2.imencode(".jpg", face((24, 32)))
+    (tmp_path / "phone.jpg").write_bytes(jpeg.tobytes() + b"trailing maker notes")
+    assert data.read_image(tmp_path / "phone.jpg").shape == (24, 32, 3)
+
+
+def test_a_png_with_a_broken_checksum_is_named_and_nothing_else_is_printed(tmp_path, capfd):
+    ok, png = cv2.imencode(".png", face((30, 30)))
+    png = bytearray(png.tobytes())
+    png[png.index(b"IDAT") + 20] ^= 0xFF  # one flipped byte in the pixel data
+    (tmp_path / "flipped.png").write_bytes(bytes(png))
+    with pytest.raises(DataError, match=r"flipped.png: unreadable PNG .*checksum"):
+        data.read_image(tmp_path / "flipped.png")
+    assert capfd.readouterr().err == ""  # no decoder message on stderr (libpng's, say)
+
+
 def test_image_folder_custom_classes_are_sorted(tmp_path):
     for name in ("zebra", "apple"):
         (tmp_path / name).mkdir()
@@ -370,6 +387,21 @@ def test_split_keeps_an_existing_split_column():
     assert len(test) == (fs.split == "test").sum() and 0.08 < len(val) / len(fs) < 0.12
 
 
+def test_a_train_only_set_gets_10_percent_validation_when_test_is_carved_too():
+    """A folder with train/ only: val and test are each their share of train, not less."""
+    fs = random_faceset(1000, extras=False)
+    train_only = FaceSet(images=fs.images, labels=fs.labels, split=np.full(len(fs), "train"))
+    train, val, test = data.split(train_only, val=0.1, test=0.1, seed=0)
+    assert (len(train), len(val), len(test)) == (800, 100, 100)
+    train, val, test = data.split(train_only, val=0.1, test=0.2, seed=0)
+    assert (len(train), len(val), len(test)) == (700, 100, 200)
+    # With the set's own test part (Kaggle's train/ + test/ folders), val is 10 % of train.
+    kaggle = FaceSet(images=fs.images, labels=fs.labels,
+                     split=np.where(np.arange(len(fs)) < 800, "train", "test"))
+    train, val, test = data.split(kaggle, val=0.1, test=0.1, seed=0)
+    assert (len(train), len(val), len(test)) == (720, 80, 200)
+
+
 def test_summary_and_class_balance():
     fs = random_faceset(70, extras=False, split=True)
     frame = data.summary(fs)
@@ -524,6 +556,31 @@ def test_split_folders_are_recognised_and_kept(tmp_path, names):
     assert described.startswith("split folders") and f"{val}/ → val" in described
     train_part, val_part, test_part = data.split(fs)
     assert len(val_part) == 6 and len(test_part) == 9  # the folders' split, not a new one
+
+
+def test_kaggles_fer2013_folder_copy_is_reported_as_what_it_is(tmp_path):
+    """train/ + test/ (both test halves, told apart by file name), no validation folder."""
+    for k, cls in enumerate(("angry", "happy", "sad")):
+        write_faces(tmp_path / "train" / cls, 20, seed=k, prefix="Training_")
+        write_faces(tmp_path / "test" / cls, 3, seed=k, prefix="PublicTest_")
+        write_faces(tmp_path / "test" / cls, 2, seed=k + 5, prefix="PrivateTest_")
+    described = data.describe_folder(tmp_path)
+    assert "train/ → train (60), test/ → test (15)" in described
+    assert "test/ PublicTest 9 + PrivateTest 6" in described
+    assert "test/ holds both of FER2013's test halves" in described
+    assert "carves val out of train/" in described
+    train, val, test = data.split(data.load_image_folder(tmp_path), val=0.1, test=0.1)
+    assert (len(train), len(val), len(test)) == (54, 6, 15)  # val: 10 % of train/
+
+
+def test_fer2013_folders_converted_from_the_csv_name_each_half(tmp_path):
+    for folder, usage in (("train", "Training"), ("validation", "PublicTest"),
+                          ("test", "PrivateTest")):
+        write_faces(tmp_path / folder / "happy", 2, prefix=f"{usage}_")
+    described = data.describe_folder(tmp_path)
+    assert ("FER2013 file names: train/ Training 2, validation/ PublicTest 2, "
+            "test/ PrivateTest 2") in described
+    assert "both of FER2013's test halves" not in described and "carves" not in described
 
 
 def test_split_folders_with_different_classes_name_the_difference(tmp_path):

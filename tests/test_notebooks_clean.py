@@ -1,4 +1,4 @@
-"""Notebooks are committed without outputs and follow the course's shape (design.md §4)."""
+"""Notebooks are committed without outputs and follow the course's shape (README, "The course")."""
 
 import json
 import pathlib

@@ -568,8 +568,12 @@ def test_the_budget_stops_mid_epoch_when_it_is_spent(clock, capsys):
                                       learning_rate=0.01, minutes=1, schedule="cosine",
                                       callbacks=[_Tick(clock, 7.5)], verbose=1)
     assert result.epochs == 1
-    assert result.stopped.startswith("time budget: stopped after 8 steps of 500, 1.0 of 1 "
+    assert result.stopped.startswith("time budget: stopped after 8 steps of 500, 1.0 of 1.0 "
                                      "minutes used (the time budget is spent)")
+    # the throughput counts the 8 steps run (32 images), not the whole epoch of 40
+    assert result.images_trained == 32
+    assert result.images_per_second == pytest.approx(32 / result.seconds)
+    assert "× 0.8 epochs" in str(result)
     assert result.stopped in capsys.readouterr().out
     # the rate follows the steps (the cosine over the 500 planned), not the clock
     logged = float(result.history["learning_rate"][-1])
@@ -587,10 +591,10 @@ def test_the_budget_becomes_whole_epochs_after_the_first(clock):
                                       learning_rate=0.01, minutes=1, schedule="cosine",
                                       callbacks=[_Tick(clock, 2.0)], verbose=0)
     # epoch 1 took 20 s of the 60: two more whole epochs fit, 30 steps in all
-    assert result.epochs == 3 and result.stopped is None
+    assert result.epochs == 3 and result.stopped is None and result.images_trained == 120
     plan = result.schedule
     assert (plan["epochs"], plan["steps"], plan["steps_done"]) == (3, 30, 30)
-    assert plan["planned"].startswith("planned after epoch 1: 20 s per epoch and 0.7 of 1 "
+    assert plan["planned"].startswith("planned after epoch 1: 20 s per epoch and 0.7 of 1.0 "
                                       "training minutes left give 3 epochs (30 steps)")
     rates = result.history["learning_rate"]  # each epoch's last step
     np.testing.assert_allclose(rates, [0.01, _cosine(0.01, 19, 30), _cosine(0.01, 29, 30)],

@@ -21,6 +21,10 @@ __all__ = ["SPLIT_FOLDER_NAMES", "FITS", "FolderScan", "scan_folder", "describe_
 SPLIT_FOLDER_NAMES = {"train": "train", "val": "val", "validation": "val", "publictest": "val",
                       "test": "test", "privatetest": "test"}
 FITS = ("crop", "stretch", "face")
+# FER2013's image-folder copies name each file after the CSV's Usage: Training_123.jpg,
+# PublicTest_123.jpg, PrivateTest_123.jpg (Kaggle's copy puts both test halves in test/).
+FER2013_USAGES = ("Training", "PublicTest", "PrivateTest")
+FER2013_FILE_NAME = re.compile(r"^(Training|PublicTest|PrivateTest)_")
 
 
 @dataclasses.dataclass
@@ -38,14 +42,43 @@ class FolderScan:
     problems: list  # (name, reason) of stray files
     empty: list  # class folders without any file
 
+    def usage_counts(self) -> dict:
+        """{split: {Usage: files}} of the files named like FER2013's (`PublicTest_123.jpg`)."""
+        found: dict = {}
+        if self.split is None:
+            return found
+        for path, split in zip(self.files, self.split):
+            usage = FER2013_FILE_NAME.match(path.name)
+            if usage:
+                per_split = found.setdefault(str(split), {})
+                per_split[usage[1]] = per_split.get(usage[1], 0) + 1
+        return {s: dict(sorted(u.items(), key=lambda kv: FER2013_USAGES.index(kv[0])))
+                for s, u in found.items()}
+
     def describe(self) -> str:
-        """One line: the layout found and how its folders map to the kit's splits."""
+        """One line: the layout found, how its folders map to the kit's splits, what is carved."""
         classes = f"{len(self.class_names)} classes ({', '.join(self.class_names)})"
         if self.layout == "flat":
-            return f"class folders (no split folders): {classes}, {len(self.files):,} files"
+            return (f"class folders (no split folders): {classes}, {len(self.files):,} files; "
+                    f"`fu.data.split` makes train/val/test")
         counts = {s: int((self.split == s).sum()) for s in SPLITS if s in self.split_dirs}
         parts = ", ".join(f"{self.split_dirs[s]}/ → {s} ({counts[s]:,})" for s in counts)
-        return f"split folders: {parts}; {classes} in each"
+        text = f"split folders: {parts}; {classes} in each"
+        usage = self.usage_counts()
+        if usage:
+            named = ", ".join(f"{self.split_dirs[s]}/ " + " + ".join(
+                f"{u} {n:,}" for u, n in usage[s].items()) for s in counts if s in usage)
+            text += f"; FER2013 file names: {named}"
+            if {"PublicTest", "PrivateTest"} <= set(usage.get("test", {})):
+                text += (f" ({self.split_dirs['test']}/ holds both of FER2013's test halves, "
+                         f"as Kaggle's image-folder copy does: its score is over PublicTest + "
+                         f"PrivateTest, not PrivateTest's alone)")
+        carved = [s for s in ("val", "test") if s not in self.split_dirs]
+        if carved and "train" in self.split_dirs:
+            text += (f"; no {' or '.join(carved)} folder: `fu.data.split` carves "
+                     f"{' and '.join(carved)} out of {self.split_dirs['train']}/ (10 % by "
+                     f"default), so exact duplicates within it can land on both sides")
+        return text
 
 
 def _visible(path: Path, root: Path) -> bool:

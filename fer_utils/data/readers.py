@@ -1,14 +1,17 @@
-"""THE image reader (with truncation checks) of loaders and `predict`, and THE folder writer."""
+"""THE image reader (Pillow: verified, decoded in full) of loaders and `predict`; the writer."""
 
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from ..faceset import SPLITS, DataError, FaceSet
+from ..images import to_channels, to_uint8
 from .reports import check_path
 
 __all__ = ["IMAGE_EXTENSIONS", "read_image", "write_image_folder", "image_size_of"]
@@ -21,105 +24,83 @@ class BadImage(Exception):
     """An image file that cannot be used; the message says why."""
 
 
-def sniff(data: bytes) -> str | None:
-    """The image format from the file's first bytes, or None when it is not an image."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "JPEG"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "PNG"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    if data[:2] == b"BM":
-        return "BMP"
-    if data[:4] in (b"II*\x00", b"MM\x00*"):
-        return "TIFF"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    if len(data) > 2 and data[:1] == b"P" and data[1:2] in b"123456" and data[2:3].isspace():
-        return "PNM"
+def _open_complete(data: bytes):
+    """Pillow's image of `data`, verified and fully loaded, and its format; raises BadImage.
+
+    `Image.open` identifies the format, `verify()` checks what the format allows without
+    decoding (PNG: every chunk's checksum and the end chunk), and `load()` decodes every pixel,
+    so that a cut file raises instead of being filled with grey.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    def opened():
+        try:
+            return Image.open(io.BytesIO(data))
+        except Exception as error:  # UnidentifiedImageError, or a plugin's error on its header
+            kind = _format_by_signature(data)
+            if kind is None:
+                raise BadImage("not an image (unrecognised content)") from None
+            if isinstance(error, UnidentifiedImageError):
+                raise BadImage(f"truncated or damaged {kind} (its header cannot be read)") \
+                    from None
+            raise BadImage(_damage(kind, error)) from None
+
+    with opened() as probe:
+        kind = probe.format or "image"
+        try:
+            probe.verify()
+        except Exception as error:  # Pillow raises many types for broken files
+            raise BadImage(_damage(kind, error)) from None
+    image = opened()
+    try:
+        image.load()
+    except Exception as error:
+        image.close()
+        raise BadImage(_damage(kind, error)) from None
+    return image, kind
+
+
+def _format_by_signature(data: bytes) -> str | None:
+    """The format (of those the kit reads) whose signature `data` starts with, by Pillow's
+    plugins, or None: it names the format of a file too damaged for `Image.open`."""
+    from PIL import Image
+
+    Image.init()
+    registry = Image.registered_extensions()
+    for kind in dict.fromkeys(registry[e] for e in IMAGE_EXTENSIONS if e in registry):
+        accept = Image.OPEN.get(kind, (None, None))[1]
+        try:
+            if accept is not None and accept(data[:16]):
+                return kind
+        except Exception:  # a plugin's check that cannot judge these bytes
+            continue
     return None
 
 
-def check_complete(data: bytes, kind: str) -> None:
-    """Raise BadImage when the file is cut short (decoders often fill the rest with grey)."""
-    tail = data.rstrip(b"\x00\r\n\t ")
-    if kind == "JPEG" and not tail.endswith(b"\xff\xd9"):
-        raise BadImage("truncated JPEG (no end-of-image marker FFD9)")
-    if kind == "PNG" and b"IEND" not in data[-64:]:
-        raise BadImage("truncated PNG (no IEND chunk)")
-    if kind == "GIF" and not tail.endswith(b";"):
-        raise BadImage("truncated GIF (no trailer)")
-    if kind == "WEBP" and int.from_bytes(data[4:8], "little") + 8 > len(data):
-        raise BadImage("truncated WebP (shorter than its RIFF header says)")
-    if kind == "BMP" and len(data) >= 6 and int.from_bytes(data[2:6], "little") > len(data):
-        raise BadImage("truncated BMP (shorter than its header says)")
+def _damage(kind: str, error: Exception) -> str:
+    """Why Pillow refused a file, in one line: truncated, or otherwise unreadable."""
+    text = " ".join(str(error).split())
+    cut = isinstance(error, EOFError) or re.search(r"truncated|\bEOF\b", text, re.I) is not None
+    return f"{'truncated' if cut else 'unreadable'} {kind} ({type(error).__name__}: {text})"
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Any decoded dtype (uint16, float, bool, ...) → uint8 on the 0-255 scale."""
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype == np.uint16:
-        return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    if image.dtype == bool:
-        return image.astype(np.uint8) * 255
-    image = image.astype(np.float64)
-    if np.nanmax(image) <= 1.0:
-        image = image * 255.0
-    return np.clip(np.nan_to_num(image), 0, 255).round().astype(np.uint8)
+def _pixels(image) -> np.ndarray:
+    """A loaded Pillow image, turned upright (EXIF), as grey, RGB, RGBA or 16/32-bit values."""
+    from PIL import ImageOps
+
+    ImageOps.exif_transpose(image, in_place=True)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F", "L", "RGB", "RGBA"):
+        array = np.asarray(image)
+        return array.astype(np.uint16) if image.mode.startswith("I;16") else array
+    modes = {"1": "L", "LA": "RGBA", "La": "RGBA", "P": "RGBA", "PA": "RGBA"}
+    return np.asarray(image.convert(modes.get(image.mode, "RGB")))
 
 
-def to_grey_or_rgb(image: np.ndarray, channels: int) -> np.ndarray:
-    """Convert an H×W[×C] uint8 RGB/grey image to `channels` (1 or 3), keeping H×W×C."""
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.shape[-1] == channels:
-        return image
-    if channels == 1:
-        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None]
-    return np.repeat(image, 3, axis=-1)
-
-
-def _decode_pil(data: bytes) -> np.ndarray:
-    """Decode with Pillow (fully, so truncation raises) into an RGB / RGBA / grey array."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            return np.array(image).astype(np.uint16 if image.mode.startswith("I;16") else np.int32)
-        modes = {"1": "L", "L": "L", "LA": "RGBA", "P": "RGBA", "RGBA": "RGBA"}
-        return np.array(image.convert(modes.get(image.mode, "RGB")))
-
-
-def _decode_cv2(data: bytes, kind: str) -> np.ndarray | None:
-    """Decode with OpenCV, its log silenced (it warns on stderr about broken files)."""
-    level = cv2.utils.logging.getLogLevel()
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    try:
-        # JPEGs have no alpha but may carry an EXIF rotation, which IMREAD_UNCHANGED ignores.
-        flags = (cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH) if kind == "JPEG" else \
-            cv2.IMREAD_UNCHANGED
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    except cv2.error:
-        image = None
-    finally:
-        cv2.utils.logging.setLogLevel(level)
-    return None if image is None or image.size == 0 else image
-
-
-def _to_rgb_or_grey(image: np.ndarray, rgb_order: bool) -> np.ndarray:
-    """A decoded uint8 image (grey, grey+alpha, BGR(A) or RGB(A)) → grey H×W or RGB H×W×3."""
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    if image.ndim == 3 and image.shape[2] == 2:  # grey + alpha
-        image = np.dstack([image[..., 0]] * 3 + [image[..., 1]])
-        rgb_order = True
-    if image.ndim == 3 and image.shape[2] == 4:  # transparent pixels over white
+def _flatten_alpha(image: np.ndarray) -> np.ndarray:
+    """A uint8 grey H×W or RGB(A) H×W×3|4 image → grey H×W or RGB H×W×3 (alpha on white)."""
+    if image.ndim == 3 and image.shape[2] == 4:
         alpha = image[..., 3:4].astype(np.float32) / 255.0
         image = (image[..., :3] * alpha + 255.0 * (1 - alpha)).round().astype(np.uint8)
-    if image.ndim == 3 and not rgb_order:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     if image.ndim != 2 and not (image.ndim == 3 and image.shape[2] == 3):
         raise BadImage(f"unsupported image layout {image.shape}")
     if min(image.shape[:2]) < 1:
@@ -131,20 +112,18 @@ def decode(data: bytes, channels: int | None) -> np.ndarray:
     """Image bytes → uint8 H×W×channels (None: as stored, grey or RGB); raises BadImage."""
     if not data:
         raise BadImage("empty file")
-    kind = sniff(data)
-    if kind is None:
-        raise BadImage("not an image (unrecognised content)")
-    check_complete(data, kind)
-    image, rgb_order = _decode_cv2(data, kind), False
-    if image is None:
-        try:
-            image, rgb_order = _decode_pil(data), True
-        except Exception as error:  # Pillow raises many types for broken files
-            raise BadImage(f"unreadable {kind} ({type(error).__name__}: {error})") from None
-    image = _to_rgb_or_grey(to_uint8(image), rgb_order)
+    with warnings.catch_warnings():  # e.g. "Corrupt EXIF data": the file is judged below
+        warnings.simplefilter("ignore")
+        image, kind = _open_complete(data)
+        with image:
+            try:
+                pixels = _pixels(image)
+            except Exception as error:
+                raise BadImage(_damage(kind, error)) from None
+    image = _flatten_alpha(to_uint8(pixels))
     if channels is None:
         return image if image.ndim == 3 else image[..., None]
-    return to_grey_or_rgb(image, channels)
+    return to_channels(image, channels)
 
 
 def read_file(path, channels: int | None) -> np.ndarray:

@@ -129,15 +129,21 @@ def _warn_crossing_groups(fs: FaceSet) -> None:
 
 
 def _own_split_parts(fs: FaceSet, val: float, test: float, seed: int) -> dict:
-    """The set's own train/val/test rows; a missing val (or test) part is carved out of train."""
+    """The set's own train/val/test rows; a missing val (or test) part is carved out of train.
+
+    Each carved part is its fraction of the set's own train rows: with test carved first, val
+    takes val / (1 - test) of what test left, so that both are their share of the original train.
+    """
     parts = {name: np.flatnonzero(fs.split == name) for name in SPLITS}
     train_idx = parts["train"]
+    carved_test = False
     for name, fraction in (("test", test), ("val", val)):
         if len(parts[name]) == 0 and fraction > 0:
-            share = fraction / (1 - (test if name == "val" and len(parts["test"]) == 0 else 0))
+            share = fraction / (1 - test) if name == "val" and carved_test else fraction
             groups = None if fs.groups is None else fs.groups[train_idx]
             keep, part = _part(fs.labels[train_idx], groups, share, seed)
             parts[name], train_idx = train_idx[np.sort(part)], train_idx[np.sort(keep)]
+            carved_test = carved_test or name == "test"
     parts["train"] = train_idx
     return parts
 

@@ -185,7 +185,7 @@ def fit_multiworker(strategy, model, train_ds, val_ds, *, learning_rate: float,
     history: dict = {}
     best, best_path = np.inf, out / "best.keras"
     plan.on_train_begin()
-    epoch, stop = 0, False
+    epoch, stop, images_trained = 0, False, 0.0
     with computing_in(model, precision):
         while not stop and (plan.total_epochs is None or epoch < plan.total_epochs):
             plan.on_epoch_begin(epoch)
@@ -202,6 +202,7 @@ def fit_multiworker(strategy, model, train_ds, val_ds, *, learning_rate: float,
                     plan._stop("after", "the time budget is spent")
                     stop = True
                     break
+            images_trained += count  # all replicas' images; a stopped epoch counts its part
             logs = {"loss": loss_sum / max(steps, 1), "accuracy": hits / max(count, 1)}
             if val_ds is not None:
                 labels, probs = _predict_local(model, val_ds)
@@ -235,4 +236,5 @@ def fit_multiworker(strategy, model, train_ds, val_ds, *, learning_rate: float,
                   metrics=["accuracy"])
     return {"history": history, "seconds": time.perf_counter() - started,
             "path": "full (multi-worker)", "precision": precision, "stopped": plan.message,
-            "schedule": plan.state(), "run_dir": run_dir(out.name, out.parent)}
+            "schedule": plan.state(), "run_dir": run_dir(out.name, out.parent),
+            "images_trained": int(images_trained)}

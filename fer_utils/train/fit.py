@@ -143,6 +143,7 @@ class FitResult:
     precision: str  # "fp32", "bf16" or "fp16" (mixed precision; weights float32)
     images: int  # training images
     epochs: int  # epochs run by this call (fewer when the budget stopped it, or resuming)
+    images_trained: int  # images the steps of this call went through (a stopped epoch: part)
     seconds: float  # wall time: feature caching + training + per-epoch validation
     cache_seconds: float  # wall time of the frozen-feature pass (0 on the full path)
     stopped: str | None = None  # the time budget's message when it stopped training early
@@ -153,8 +154,8 @@ class FitResult:
 
     @property
     def images_per_second(self) -> float:
-        """Training images × epochs / total wall time (caching and validation included)."""
-        return self.images * self.epochs / max(self.seconds, 1e-9)
+        """Images trained on / total wall time (caching and validation included)."""
+        return self.images_trained / max(self.seconds, 1e-9)
 
     @property
     def val_accuracy(self) -> float | None:
@@ -164,9 +165,31 @@ class FitResult:
     def __str__(self) -> str:
         """One line: path, precision, images/s and validation accuracy."""
         acc = "" if self.val_accuracy is None else f", val accuracy {self.val_accuracy:.3f}"
+        epochs = self.images_trained / max(self.images, 1)
         return (f"fit_classifier ({self.path} path, {self.precision}): {self.images} images × "
-                f"{self.epochs} epochs in {self.seconds:.1f} s{acc}: "
+                f"{epochs:.3g} epochs in {self.seconds:.1f} s{acc}: "
                 f"{self.images_per_second:.1f} img/s")
+
+
+class ImagesTrained(keras.callbacks.Callback):
+    """Counts the images the training steps went through (a stopped epoch counts its part)."""
+
+    def __init__(self, images: int, batch_size: int):
+        super().__init__()
+        self.images, self.batch_size, self.total, self._steps = images, batch_size, 0, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.total += min(self._steps * self.batch_size, self.images)
+        self._steps = 0
+
+    def on_train_end(self, logs=None):
+        self.on_epoch_end(None)  # an epoch stopped without its end (e.g. an error)
 
 
 def _as_faces(part, name: str, num_classes: int):
@@ -394,6 +417,8 @@ def fit_classifier(model, train, val=None, *, epochs: int | None, batch_size: in
             + list(callbacks or [])
     else:
         run_callbacks = ([scheduler] if scheduler else []) + list(callbacks or [])
+    counter = ImagesTrained(len(train_faces), int(batch_size))
+    run_callbacks = [*run_callbacks, counter]
     if chosen == "fp16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     run = _Run(epochs=_UNTIL_BUDGET if epochs is None else int(epochs),
@@ -414,7 +439,8 @@ def fit_classifier(model, train, val=None, *, epochs: int | None, batch_size: in
         val_faces.labels, probabilities, val_faces.class_names[:inputs.num_classes])
     result = FitResult(model=model, history=history, path="cached" if plan.cached else "full",
                        reason=plan.reason, precision=chosen, images=len(train_faces),
-                       epochs=len(history.get("loss", [])), seconds=seconds,
+                       epochs=len(history.get("loss", [])), images_trained=counter.total,
+                       seconds=seconds,
                        cache_seconds=cache_seconds,
                        stopped=scheduler.message if scheduler else None, val_report=report,
                        val_probabilities=probabilities, run_dir=folder,

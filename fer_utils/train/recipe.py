@@ -273,7 +273,7 @@ def _fit(plan: RunPlan, strategy, model, parts, out: Path, minutes: float, seed:
             schedule=plan.schedule, precision=precision, class_weight=weights,
             global_batch=global_batch, out=out)
         return {**result, "images_per_second": round(
-            len(train_set) * len(result["history"].get("loss", [])) / result["seconds"], 1)}
+            result["images_trained"] / result["seconds"], 1)}
     with strategy.scope(), warnings.catch_warnings():
         warnings.simplefilter("ignore", fit.CollapseWarning)  # reported at the end, one line
         result = fit.fit_classifier(

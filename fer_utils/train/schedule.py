@@ -123,7 +123,7 @@ class BudgetSchedule(keras.callbacks.Callback):
         more = max(0, int(left // max(per_epoch, 1e-9)))
         self.total_epochs = epochs_done + more
         self.planned = (f"planned after epoch {epochs_done}: {per_epoch:.0f} s per epoch and "
-                        f"{left / 60:.1f} of {self.minutes:g} training minutes left give "
+                        f"{left / 60:.1f} of {self.minutes:.1f} training minutes left give "
                         f"{self.total_epochs} epochs ({self.total_steps} steps)")
         if self.verbose:
             print(f"schedule: {self.planned}; repeat this run exactly with "
@@ -218,7 +218,7 @@ class BudgetSchedule(keras.callbacks.Callback):
         self.model.stop_training = True
         self.message = (f"time budget: stopped {when} {self.steps_done} steps of "
                         f"{self.total_steps or '?'}, {self.used_seconds() / 60:.1f} of "
-                        f"{self.minutes:g} minutes used ({why}); the learning rate had reached "
+                        f"{self.minutes:.1f} minutes used ({why}); the learning rate had reached "
                         f"{self.rates[-1] if self.rates else self.learning_rate:.2g}")
         if self.verbose:
             print(self.message, flush=True)
