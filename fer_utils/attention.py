@@ -37,7 +37,8 @@ DETECTORS = ("hog", "cnn")
 AURegion = collections.namedtuple("AURegion", ["aus", "landmarks", "y_offset"])
 AURegion.__doc__ = "One EAC-Net region: the AUs it serves, its landmark pair, y offset in rulers."
 
-# EAC-Net's rule table (reference.md): y offsets in units of ruler = |x39 - x42| (scaled frame).
+# EAC-Net's rule table (the authors' get_attention_map_dlib.py): y offsets in units of
+# ruler = |x39 - x42| (scaled frame).
 AU_REGIONS = (
     AURegion(aus=(1,), landmarks=(21, 22), y_offset=-1 / 2),  # inner brow raiser
     AURegion(aus=(2,), landmarks=(18, 25), y_offset=-1 / 3),  # outer brow raiser

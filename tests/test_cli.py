@@ -390,9 +390,34 @@ def test_train_options_follow_the_profile_and_the_set(tmp_path):
     for options, message in ((dict(model="resnet"), "model must be one of small, vgg16"),
                              (dict(augment="mixup"), "augment must be one of"),
                              (dict(model="vgg16", size=24), "size 24 is too small for VGG16"),
-                             (dict(precision="fp8"), "precision must be one of")):
+                             (dict(precision="fp8"), "precision must be one of"),
+                             (dict(width=1.5), r"width must be in \(0, 1\]")):
         with pytest.raises(ValueError, match=message):
             plan("laptop", real, **options)
+
+
+def test_the_small_cnn_is_narrower_where_fp32_fills_the_budget(tmp_path, monkeypatch):
+    from fer_utils import config, cpu
+    from fer_utils.train import Recipe, plan_run
+
+    def plan(profile="laptop", dataset=f"folder:{tmp_path}", **options):
+        settings = config.get_settings({"FER_PROFILE": profile, "FER_DATASET": dataset,
+                                        "FER_LOG_DIR": str(tmp_path),
+                                        "FER_DATA_DIR": str(tmp_path)})
+        return plan_run(Recipe(**options), settings)
+
+    full, narrow = (32, 64, 128, 256), (24, 48, 96, 192)
+    monkeypatch.setattr(cpu, "cpu_supports_bf16", lambda *a, **k: False)  # an AVX2 laptop
+    assert plan().filters == narrow and "no bfloat16" in plan().width_reason
+    assert plan(precision="fp32").filters == narrow
+    assert plan(precision="bf16").filters == full  # asked for bf16: the measured recipe
+    assert plan(epochs=5).filters == full  # fixed epochs: no budget to fill
+    assert plan(dataset="synthetic").filters == full
+    assert plan(width=0.5).filters == (16, 32, 64, 128)
+    assert plan(width=1.0).filters == full
+    monkeypatch.setattr(cpu, "cpu_supports_bf16", lambda *a, **k: True)  # AVX512-BF16
+    assert plan().filters == full and plan(precision="fp32").filters == narrow
+    assert plan(model="vgg16").filters is None
 
 
 def test_no_class_weights_contradicting_class_weights_is_one_line_error(workdir):

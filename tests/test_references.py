@@ -11,8 +11,6 @@ MARKDOWN = re.compile(r"(?<![\w/.-])([\w-]+\.md)\b")
 PROJECT_PATH = re.compile(rf"(?<![\w/.-])((?:{'|'.join(FOLDERS)})/[\w./-]*[\w/])")
 # Stale references in files that other helpers own, reported to them. Remove an entry when its
 # file is fixed: the test also fails on an entry that is no longer found, so the list stays true.
-KNOWN = {("fer_utils/__main__.py", "design.md"), ("fer_utils/models/small.py", "design.md"),
-         ("fer_utils/attention.py", "reference.md")}
 
 
 def project_files() -> list:
@@ -41,8 +39,7 @@ def dead_references() -> set:
 
 def test_every_file_the_project_names_exists():
     dead = dead_references()
-    assert not dead - KNOWN, f"names of files that are not in the project: {sorted(dead - KNOWN)}"
-    assert not KNOWN - dead, f"fixed, remove from KNOWN: {sorted(KNOWN - dead)}"
+    assert not dead, f"names of files that are not in the project: {sorted(dead)}"
 
 
 def test_the_check_finds_a_dead_reference(tmp_path, monkeypatch):

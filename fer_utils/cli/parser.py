@@ -219,6 +219,11 @@ def _add_train_parser(commands) -> None:
                             "recipe: the early blocks frozen, the last block and the head "
                             "train), head (the trunk frozen), layerwise (per-layer rates: the "
                             "first block frozen, the middle ones at a tenth of the rate), all")
+    train.add_argument("--width", type=_positive_float, metavar="SHARE",
+                       help="small: train with this share (0-1] of the small CNN's filters "
+                            "(32-256). Default: chosen for the CPU: 0.75 when the budget "
+                            "decides the epochs and training runs in fp32 (a CPU without "
+                            "bfloat16), else 1")
     train.add_argument("--precision", choices=PRECISIONS, default="auto",
                        help="auto (default: bf16 where this machine measures it faster), "
                             "fp32 or bf16 (mixed precision; weights stay float32)")

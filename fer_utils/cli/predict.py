@@ -98,7 +98,7 @@ def _predict_one(model, meta, path: Path, stem: str, args, out: Path) -> str:
 
 def _sort_inputs(paths) -> tuple[list, list, list]:
     """(pictures, videos, folders) among the inputs: folders, then by extension, then content."""
-    from ..data.readers import IMAGE_EXTENSIONS, sniff
+    from ..data.readers import IMAGE_EXTENSIONS, image_format_of
     from ..video import VIDEO_EXTENSIONS
 
     pictures, videos, folders = [], [], []
@@ -114,7 +114,7 @@ def _sort_inputs(paths) -> tuple[list, list, list]:
             raise FileNotFoundError(f"input not found: {path}")
         else:  # an unknown extension: a picture if it looks like one, else try it as a video
             with open(path, "rb") as handle:
-                (pictures if sniff(handle.read(16)) else videos).append(path)
+                (pictures if image_format_of(handle.read(16)) else videos).append(path)
     return pictures, videos, folders
 
 

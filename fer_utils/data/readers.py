@@ -37,7 +37,7 @@ def _open_complete(data: bytes):
         try:
             return Image.open(io.BytesIO(data))
         except Exception as error:  # UnidentifiedImageError, or a plugin's error on its header
-            kind = _format_by_signature(data)
+            kind = image_format_of(data)
             if kind is None:
                 raise BadImage("not an image (unrecognised content)") from None
             if isinstance(error, UnidentifiedImageError):
@@ -60,7 +60,7 @@ def _open_complete(data: bytes):
     return image, kind
 
 
-def _format_by_signature(data: bytes) -> str | None:
+def image_format_of(data: bytes) -> str | None:
     """The format (of those the kit reads) whose signature `data` starts with, by Pillow's
     plugins, or None: it names the format of a file too damaged for `Image.open`."""
     from PIL import Image
