@@ -582,6 +582,21 @@ def test_the_budget_stops_mid_epoch_when_it_is_spent(clock, capsys):
     assert result.schedule["steps"] == 500 and result.schedule["steps_done"] == 8
 
 
+def test_a_budget_plans_at_most_60_epochs(clock):
+    from fer_utils.train.schedule import MAX_PLANNED_EPOCHS
+
+    faces = _faces(8)  # 2 batches of 4 per epoch, 0.2 s each: the budget would allow ~150
+    model = small_cnn((36, 36, 1), 3, filters=(4,), dropout=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", train.CollapseWarning)
+        result = train.fit_classifier(model, faces, None, epochs=None, batch_size=4,
+                                      learning_rate=0.01, minutes=1, schedule="cosine",
+                                      callbacks=[_Tick(clock, 0.2)], verbose=0)
+    assert MAX_PLANNED_EPOCHS == 60 and result.epochs == 60 and result.stopped is None
+    assert result.schedule["steps"] == 120 and result.schedule["steps_done"] == 120
+    assert "give 60 epochs (at most 60: the budget would allow 1" in result.schedule["planned"]
+
+
 def test_the_budget_becomes_whole_epochs_after_the_first(clock):
     faces = _faces(40)  # 10 batches of 4 per epoch
     model = small_cnn((36, 36, 1), 3, filters=(4,), dropout=0.0)

@@ -150,7 +150,7 @@ shifts of up to 4 px, a cosine learning-rate decay that reaches 0 at the end of 
 epochs, bf16 where this CPU computes it faster, and test-time flips when they pay on the
 validation split. With a real data set (not the built-in one) the laptop profile reads the
 WHOLE training split, and after the first epoch plans as many whole epochs as the budget
-allows (meta.json records the plan; --epochs N repeats the run exactly). Choices are made on
+allows, at most 60 (meta.json records the plan; --epochs N repeats the run exactly). Choices are made on
 the validation split (FER2013's PublicTest); the test split (PrivateTest) is reported once, at
 the end.
 

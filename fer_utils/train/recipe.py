@@ -405,7 +405,7 @@ def _closing_lines(meta: dict, out: Path, fer2013: bool) -> list[str]:
 
 def _describe(plan: RunPlan, faces, parts, channels: int) -> str:
     """The lines that say what will be trained, on what, how."""
-    epochs = ("as many epochs as the budget allows (planned after the first)"
+    epochs = ("as many epochs as the budget allows, at most 60 (planned after the first)"
               if plan.epochs is None else f"{plan.epochs} epoch(s)")
     whole = "the whole set" if plan.limit is None else "the profile's share of the set"
     return (f"data: {faces!r} ({whole})\nsplit: {len(parts[0])} train / {len(parts[1])} val / "

@@ -34,6 +34,11 @@ def _now_text() -> str:
     return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+# A budget plans at most this many epochs: a small set (a few hundred faces) would otherwise
+# train for the whole budget, thousands of epochs of overfitting (60: the full profile's).
+MAX_PLANNED_EPOCHS = 60
+
+
 class BudgetSchedule(keras.callbacks.Callback):
     """The rate of every step (cosine or constant over the planned steps) and the time budget.
 
@@ -121,10 +126,12 @@ class BudgetSchedule(keras.callbacks.Callback):
         per_epoch = steady * self.steps_per_epoch + max(0.0, epoch_wall - float(np.sum(batches)))
         left = self._budget() - self.used_seconds()
         more = max(0, int(left // max(per_epoch, 1e-9)))
-        self.total_epochs = epochs_done + more
+        self.total_epochs = min(epochs_done + more, max(MAX_PLANNED_EPOCHS, epochs_done))
+        capped = (f" (at most {MAX_PLANNED_EPOCHS}: the budget would allow "
+                  f"{epochs_done + more})" if epochs_done + more > self.total_epochs else "")
         self.planned = (f"planned after epoch {epochs_done}: {per_epoch:.0f} s per epoch and "
                         f"{left / 60:.1f} of {self.minutes:.1f} training minutes left give "
-                        f"{self.total_epochs} epochs ({self.total_steps} steps)")
+                        f"{self.total_epochs} epochs{capped} ({self.total_steps} steps)")
         if self.verbose:
             print(f"schedule: {self.planned}; repeat this run exactly with "
                   f"--epochs {self.total_epochs}", flush=True)
