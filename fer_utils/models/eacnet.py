@@ -18,7 +18,7 @@ groups (three convs) through its one trunk (`fer_utils.models.vgg`), so layer na
 ImageNet weights are Keras' own. With `width=1/8` the compact trunk trains from scratch.
 
 Inputs (named, so a dict {"image", "attention", "centers"} feeds every model):
-  image: N×H×W×C images, VGG-preprocessed (`to_tf_dataset(..., preprocess="vgg")`);
+  image: N×H×W×C raw pixels, float 0-255 (the model's `preprocess` layer converts them);
   attention: N×H×W×1 maps in [0, 1] (`fer_utils.attention.attention_map`);
   centers: N×20×2 AU centres (x, y) relative to the image, 0-1 (`tf_attention_inputs`).
 """
@@ -29,6 +29,7 @@ import keras
 import numpy as np
 
 from .layers import NUM_CENTERS, LocalResponseNorm, RegionCrops, RegionNets
+from .preprocess import Preprocess
 from .vgg import VGG16_CONV_LAYERS, call_trunk, check_trainable_from, freeze_before, vgg16_base
 
 __all__ = [
@@ -102,7 +103,8 @@ def _enhanced_trunk(image, attention, base):
             x = keras.layers.Add(name=f"enhance{group}")([x, weighted])
         return x
 
-    return call_trunk(base, image, after=fuse)
+    # Raw pixels -> VGG's input, inside the model (so a saved model takes raw pixels).
+    return call_trunk(base, Preprocess("vgg", name="preprocess")(image), after=fuse)
 
 
 def _head(x, num_aus: int, units: int, dropout: float, prefix: str = ""):
