@@ -361,7 +361,7 @@ def compile_au_model(model, learning_rate: float = 1e-4, optimizer: str = "adam"
 
     Args:
         model: a model with N×K sigmoid outputs.
-        learning_rate: the optimizer's learning rate.
+        learning_rate: the optimizer's learning rate (a number or a Keras schedule).
         optimizer: "adam", or "sgd" (the paper's Nesterov SGD, momentum 0.9).
         pos_weight: optional per-AU positive weights (`au_pos_weights`).
         smooth: EAC-Net's smoothing (0.05; 0 for plain BCE).
