@@ -50,6 +50,12 @@ RUN sed -i -e "s|^tensorflow-cpu==.*|${TF_PACKAGE}|" -e "/^playwright==/d" /tmp/
  && pip install --no-cache-dir -r /tmp/requirements.txt \
  && rm /tmp/requirements.txt
 
+# why: JupyterLab 4 would greet every learner with a "get notified about official Jupyter
+# news?" pop-up and check the web for updates: the course runs offline, in a classroom, and
+# the pop-up covers the notebook. Its own settings switch both off (a learner can switch them
+# on again under Settings > Notifications).
+COPY docker/jupyterlab-overrides.json /opt/venv/share/jupyter/lab/settings/overrides.json
+
 WORKDIR /course
 COPY pyproject.toml conftest.py README.md ./
 COPY fer_utils/ fer_utils/

@@ -4,15 +4,17 @@ Pipeline: image → `detect_faces` (dlib's HOG detector) → `detect_landmarks` 
 model shipped by `face-recognition-models`, offline) → `au_centers` (the EAC-Net rule table,
 20 centres) → `attention_map` (1 at each centre, falling linearly with Manhattan distance).
 
-Attention map, as in the paper: on a 100×100 grid (the face's width and height scaled to
-0-100), every cell within a region window around a centre gets `1 - decay * d`, `d` the
-Manhattan distance to the centre in grid cells; cells outside every window are 0; overlaps
-take the maximum. The window used here is the Manhattan ball `d <= radius` with
-`radius = 10` grid cells: the largest distance at which `1 - 0.095 * d` is still positive
-(0.05 at the rim), i.e. a diamond of about ±10 cells, the size of the authors' per-AU regions.
+The map follows the authors' code (`get_attention_map_dlib.py` in wiibrew/EAC-Net): on a
+100×100 grid (the face's width and height scaled to 0-100), the cells of a square window of
+±`window` cells around each centre get `1 - decay * d`, `d` the Manhattan distance to the
+centre; cells outside every window are 0; overlaps take the maximum. The all-AU map that
+E-Net is trained with uses decay 0.07 on ±7 cells (`DECAY`, `WINDOW`; 0.02 in the window's
+corners); the single-AU maps use 0.095 on ±5 cells (`SINGLE_AU_DECAY`, `SINGLE_AU_WINDOW`).
 The map is evaluated directly at the requested H×W, the distance measured in 100-grid units
 (`100 * |x - cx| / W + 100 * |y - cy| / H`), which equals computing it on the grid and
-resizing, without resampling blur. Everything is vectorised (NumPy / TensorFlow).
+resizing, without resampling blur (the authors round each centre down to a whole grid cell
+and resize bilinearly). The network max-pools it to its feature grids (`max_pool_maps`).
+Everything is vectorised (NumPy / TensorFlow).
 """
 
 from __future__ import annotations
@@ -23,14 +25,19 @@ import functools
 import numpy as np
 
 __all__ = [
-    "AU_REGIONS", "AURegion", "NoFaceFoundError", "DECAY", "RADIUS", "DETECTORS", "detect_faces",
-    "detect_landmarks", "au_centers", "au_centers_batch", "attention_map", "attention_maps",
+    "AU_REGIONS", "AURegion", "NoFaceFoundError", "DECAY", "WINDOW", "SINGLE_AU_DECAY",
+    "SINGLE_AU_WINDOW", "DETECTORS", "detect_faces", "detect_landmarks", "au_centers",
+    "au_centers_batch", "attention_map", "attention_maps", "single_au_map", "max_pool_maps",
     "relative_centers", "tf_au_centers", "tf_attention_map", "tf_attention_inputs",
-    "region_of_au",
+    "region_of_au", "centers_of_au",
 ]
 
-DECAY = 0.095  # per grid cell of Manhattan distance (single-AU maps in the authors' code)
-RADIUS = 10.0  # window: Manhattan distance <= 10 grid cells, so 1 - 0.095 * d >= 0.05
+# The authors' all-AU map (E-Net's input): 1 - 0.07 d on a square window of ±7 grid cells.
+DECAY = 0.07
+WINDOW = 7
+# The authors' single-AU maps: 1 - 0.095 d on ±5 cells.
+SINGLE_AU_DECAY = 0.095
+SINGLE_AU_WINDOW = 5
 NUM_LANDMARKS = 68
 DETECTORS = ("hog", "cnn")
 
@@ -70,6 +77,11 @@ def region_of_au(au: int) -> list[int]:
         served = sorted({a for r in AU_REGIONS for a in r.aus})
         raise ValueError(f"AU{au} has no EAC-Net region; regions exist for AUs {served}")
     return regions
+
+
+def centers_of_au(au: int) -> list[int]:
+    """Indices of the centres (of the 20) that belong to action unit `au` (AU12 → [12, 13])."""
+    return [2 * r + j for r in region_of_au(au) for j in (0, 1)]
 
 
 # --- faces and landmarks (dlib) -------------------------------------------------------------
@@ -265,56 +277,81 @@ def relative_centers(centers, height: int, width: int, clip: bool = True) -> np.
 # --- attention maps ---------------------------------------------------------------------------
 
 
-def _check_map_args(decay, radius):
+def _check_map_args(decay, window):
+    """Reject a non-positive decay or window."""
     if not decay > 0:
         raise ValueError(f"decay must be positive, got {decay!r}")
-    if not radius > 0:
-        raise ValueError(f"radius must be positive, got {radius!r}")
+    if not window > 0:
+        raise ValueError(f"window must be positive (grid cells either side), got {window!r}")
 
 
 def attention_maps(centers, height: int, width: int, decay: float = DECAY,
-                   radius: float = RADIUS) -> np.ndarray:
+                   window: float = WINDOW) -> np.ndarray:
     """Attention maps for a batch: N×K×2 pixel centres → float32 N×H×W in [0, 1]."""
     h, w = _check_size(height, width)
-    _check_map_args(decay, radius)
+    _check_map_args(decay, window)
     c = np.asarray(centers, dtype=np.float32)
     if c.ndim != 3 or c.shape[-1] != 2:
         raise ValueError(f"centers must be N×K×2 (x, y) pixels, got shape {c.shape}")
     out = np.zeros((len(c), h, w), dtype=np.float32)
     if c.shape[1] == 0:
         return out
-    # Separable Manhattan distance in 100-grid units: dx (N×K×W) + dy (N×K×H).
+    # Separable distances in 100-grid units: dx (N×K×W) + dy (N×K×H); the window is square.
     dx = np.abs(np.arange(w, dtype=np.float32)[None, None, :] - c[:, :, 0:1]) * (100.0 / w)
     dy = np.abs(np.arange(h, dtype=np.float32)[None, None, :] - c[:, :, 1:2]) * (100.0 / h)
+    dx = np.where(dx <= window, dx, np.inf)  # outside the window: no value
+    dy = np.where(dy <= window, dy, np.inf)
     chunk = max(1, int(4e6 // max(1, h * w * c.shape[1])))  # bound memory of the N×K×H×W block
     for start in range(0, len(c), chunk):
         d = dy[start:start + chunk, :, :, None] + dx[start:start + chunk, :, None, :]
-        value = np.where(d <= radius, 1.0 - decay * d, 0.0)
-        out[start:start + chunk] = np.clip(value.max(axis=1), 0.0, 1.0)
+        out[start:start + chunk] = np.clip(1.0 - decay * d.min(axis=1), 0.0, 1.0)
     return out
 
 
 def attention_map(centers, height: int, width: int, decay: float = DECAY,
-                  radius: float = RADIUS) -> np.ndarray:
-    """EAC-Net attention map: 1 at each centre, `1 - decay * d` within the window, else 0.
+                  window: float = WINDOW) -> np.ndarray:
+    """EAC-Net attention map: 1 at each centre, `1 - decay * d` within its window, else 0.
 
     Args:
         centers: K×2 (x, y) pixel centres, e.g. from `au_centers` (N×K×2 gives N×H×W).
         height: map height in pixels.
         width: map width in pixels.
-        decay: fall-off per grid cell of Manhattan distance (0.095 in EAC-Net).
-        radius: window: cells with Manhattan distance <= radius grid cells get a value
-            (10 cells: the largest distance where 1 - 0.095 d stays positive, 0.05).
+        decay: fall-off per grid cell of Manhattan distance (0.07: the authors' all-AU map).
+        window: half-side of the square window around each centre, in grid cells (7).
 
     Returns:
         float32 H×W array in [0, 1]; overlapping regions take the maximum.
     """
     c = np.asarray(centers, dtype=np.float32)
     if c.ndim == 3:
-        return attention_maps(c, height, width, decay, radius)
+        return attention_maps(c, height, width, decay, window)
     if c.ndim != 2 or c.shape[-1] != 2:
         raise ValueError(f"centers must be K×2 (x, y) pixels, got shape {c.shape}")
-    return attention_maps(c[None], height, width, decay, radius)[0]
+    return attention_maps(c[None], height, width, decay, window)[0]
+
+
+def single_au_map(centers, au: int, height: int, width: int) -> np.ndarray:
+    """The authors' map of one AU: its centres only, decay 0.095 on a ±5-cell window."""
+    c = np.asarray(centers, dtype=np.float32)
+    if c.ndim not in (2, 3) or c.shape[-2:] != (NUM_CENTERS, 2):
+        raise ValueError(f"centers must be 20×2 or N×20×2 (x, y) pixels, got shape {c.shape}")
+    return attention_map(c[..., centers_of_au(au), :], height, width, SINGLE_AU_DECAY,
+                         SINGLE_AU_WINDOW)
+
+
+def max_pool_maps(maps, times: int = 1) -> np.ndarray:
+    """H×W (or N×H×W) maps max-pooled 2×2 `times` times, as E-Net does (sizes floored)."""
+    m = np.asarray(maps, dtype=np.float32)
+    if m.ndim not in (2, 3) or int(times) != times or times < 0:
+        raise ValueError(f"max_pool_maps: maps must be H×W or N×H×W and times a non-negative "
+                         f"integer, got shape {m.shape}, times={times!r}")
+    for _ in range(int(times)):
+        h, w = m.shape[-2] // 2, m.shape[-1] // 2
+        if h == 0 or w == 0:
+            raise ValueError(f"max_pool_maps: a {m.shape[-2]}×{m.shape[-1]} map cannot be "
+                             f"pooled again")
+        m = m[..., :2 * h, :2 * w].reshape(m.shape[:-2] + (h, 2, w, 2)).max(axis=(-3, -1))
+    return m
 
 
 # --- TensorFlow versions (for tf.data pipelines and graphs) -----------------------------------
@@ -336,22 +373,22 @@ def tf_au_centers(landmarks, height: int, width: int):
 
 
 def tf_attention_map(centers, height: int, width: int, decay: float = DECAY,
-                     radius: float = RADIUS):
+                     window: float = WINDOW):
     """TensorFlow version of `attention_maps`: B×K×2 pixel centres → float32 B×H×W."""
     import tensorflow as tf
 
     h, w = _check_size(height, width)
-    _check_map_args(decay, radius)
+    _check_map_args(decay, window)
     c = tf.cast(centers, tf.float32)
     dx = tf.abs(tf.range(w, dtype=tf.float32)[None, None, :] - c[:, :, 0:1]) * (100.0 / w)
     dy = tf.abs(tf.range(h, dtype=tf.float32)[None, None, :] - c[:, :, 1:2]) * (100.0 / h)
-    d = dy[:, :, :, None] + dx[:, :, None, :]  # B×K×H×W
-    value = tf.where(d <= radius, 1.0 - decay * d, tf.zeros_like(d))
+    inside = (dy[:, :, :, None] <= window) & (dx[:, :, None, :] <= window)  # B×K×H×W
+    value = tf.where(inside, 1.0 - decay * (dy[:, :, :, None] + dx[:, :, None, :]), 0.0)
     return tf.clip_by_value(tf.reduce_max(value, axis=1), 0.0, 1.0)
 
 
 def tf_attention_inputs(landmarks, height: int, width: int, decay: float = DECAY,
-                        radius: float = RADIUS):
+                        window: float = WINDOW):
     """Model inputs from a batch of landmarks, in TensorFlow (usable inside `tf.data.map`).
 
     Args:
@@ -359,7 +396,7 @@ def tf_attention_inputs(landmarks, height: int, width: int, decay: float = DECAY
         height: image height in pixels (the images the model sees).
         width: image width in pixels.
         decay: see `attention_map`.
-        radius: see `attention_map`.
+        window: see `attention_map`.
 
     Returns:
         (maps float32 B×H×W×1 in [0, 1], centers float32 B×20×2 (x, y) relative 0-1, clipped).
@@ -368,6 +405,6 @@ def tf_attention_inputs(landmarks, height: int, width: int, decay: float = DECAY
 
     h, w = _check_size(height, width)
     centers = tf_au_centers(landmarks, h, w)
-    maps = tf_attention_map(centers, h, w, decay, radius)[..., None]
+    maps = tf_attention_map(centers, h, w, decay, window)[..., None]
     rel = tf.clip_by_value(centers / tf.constant([w, h], tf.float32), 0.0, 1.0)
     return maps, rel

@@ -1,10 +1,14 @@
-"""Evaluation: per-class and macro precision/recall/F1, per-AU F1, confusion matrices.
+"""Evaluation: per-class and macro precision/recall/F1, per-AU F1, confusion matrices, seeds.
 
 Everything is computed with scikit-learn; this module only checks inputs (clear errors),
-thresholds probabilities and arranges results as pandas objects for the notebooks.
+thresholds probabilities and arranges results as pandas objects for the notebooks. The last
+part compares training runs repeated with several seeds (mean ± sd, paired differences).
 """
 
 from __future__ import annotations
+
+import dataclasses
+import math
 
 import numpy as np
 
@@ -21,6 +25,11 @@ __all__ = [
     "predict_labels",
     "COLLAPSE_SHARE",
     "prediction_report",
+    "majority_baseline",
+    "SPREAD_FACTOR",
+    "SeedComparison",
+    "compare_seeds",
+    "seed_summary",
 ]
 
 # A model "collapses" when one class takes more than this share of its predictions.
@@ -298,3 +307,151 @@ def predict_labels(model, dataset, output: str | None = None, steps: int | None 
     if not ys:
         raise ValueError("predict_labels: the dataset yielded no batches")
     return np.concatenate(ys), np.concatenate(ps)
+
+
+def majority_baseline(train_labels, test_labels, num_classes: int) -> dict:
+    """The model that learnt nothing: the most common training class answered for every test face.
+
+    Ties (a balanced set) go to the first of the most common classes, as `np.argmax` does.
+
+    Returns:
+        {"class": its index, "accuracy": its share of the test faces, "macro_f1": the macro-F1
+        of always answering it (scikit-learn, over `num_classes` classes)}.
+    """
+    train = as_labels(train_labels)
+    test = as_labels(test_labels)
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError("majority_baseline: train_labels and test_labels must not be empty")
+    majority = int(np.argmax(np.bincount(train, minlength=int(num_classes))))
+    always = np.full(len(test), majority)
+    return {"class": majority, "accuracy": accuracy(test, always),
+            "macro_f1": macro_f1(test, always, num_classes)}
+
+
+# --- runs repeated with several seeds ---------------------------------------------------------
+
+# A difference between two arms counts when its mean over the seeds is more than this many
+# standard errors (sd of the per-seed differences / sqrt(seeds)) away from 0.
+SPREAD_FACTOR = 2.0
+
+
+def _runs_frame(runs, arm: str, seed: str, metrics):
+    """`runs` (a DataFrame or a list of dicts) as a DataFrame with the asked columns, checked."""
+    import pandas as pd
+
+    frame = runs if isinstance(runs, pd.DataFrame) else pd.DataFrame(list(runs))
+    missing = [c for c in (arm, seed, *metrics) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"runs have no column(s) {missing}; they have {list(frame.columns)}")
+    if frame.duplicated([arm, seed]).any():
+        raise ValueError(f"runs hold one arm twice with the same seed: "
+                         f"{frame.loc[frame.duplicated([arm, seed]), [arm, seed]].values.tolist()}")
+    return frame
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedComparison:
+    """Arm `a` against arm `b` on one metric, paired by seed (same seed: same start and order)."""
+
+    metric: str
+    a: str
+    b: str
+    differences: tuple  # a - b, one per seed
+    seeds: tuple
+
+    @property
+    def mean(self) -> float:
+        """Mean difference a - b over the seeds."""
+        return float(np.mean(self.differences))
+
+    @property
+    def sd(self) -> float:
+        """Standard deviation of the per-seed differences (NaN for one seed)."""
+        return float(np.std(self.differences, ddof=1)) if len(self.differences) > 1 else math.nan
+
+    @property
+    def tolerance(self) -> float:
+        """How far from 0 the mean must be to count: SPREAD_FACTOR standard errors."""
+        return SPREAD_FACTOR * self.sd / math.sqrt(len(self.differences))
+
+    @property
+    def outcome(self) -> str:
+        """"higher" or "lower" (a against b, beyond the tolerance), "within the spread", "one seed"."""
+        if len(self.differences) < 2:
+            return "one seed"
+        if self.mean > self.tolerance:
+            return "higher"
+        if self.mean < -self.tolerance:
+            return "lower"
+        return "within the spread"
+
+    def check(self, claim: str | None) -> None:
+        """Raise AssertionError when the outcome contradicts `claim` (needs 2+ seeds and a claim)."""
+        if claim not in (None, "higher", "lower", "within the spread"):
+            raise ValueError(f"claim must be 'higher', 'lower', 'within the spread' or None, "
+                             f"got {claim!r}")
+        if claim is not None and self.outcome != "one seed" and self.outcome != claim:
+            raise AssertionError(f"expected {self.a!r} {claim} than {self.b!r}, but: {self}")
+
+    def __str__(self) -> str:
+        per_seed = ", ".join(f"{d:+.3f}" for d in self.differences)
+        if self.outcome == "one seed":
+            return (f"{self.metric}, {self.a} minus {self.b}: {self.mean:+.3f} (one seed: no "
+                    f"spread to judge the difference by)")
+        verdict = {"higher": f"{self.a} is higher", "lower": f"{self.a} is lower",
+                   "within the spread": "no difference beyond the seed spread"}[self.outcome]
+        return (f"{self.metric}, {self.a} minus {self.b}: {self.mean:+.3f} ± {self.sd:.3f} "
+                f"(mean ± sd over {len(self.differences)} seeds: {per_seed}); needs more than "
+                f"±{self.tolerance:.3f} to count: {verdict}")
+
+
+def compare_seeds(runs, a: str, b: str, metric: str, arm: str = "arm",
+                  seed: str = "seed") -> SeedComparison:
+    """Compare arm `a` with arm `b` on `metric`, seed by seed.
+
+    Args:
+        runs: a DataFrame (or list of dicts) with one row per (arm, seed) and a `metric` column.
+        a, b: the two arms' names (values of the `arm` column).
+        metric: the column to compare.
+        arm, seed: the names of the arm and seed columns.
+
+    Returns:
+        SeedComparison: the per-seed differences a - b over the seeds both arms ran, their
+        mean and sd, and `outcome` ("higher", "lower", "within the spread", "one seed").
+    """
+    frame = _runs_frame(runs, arm, seed, [metric])
+    table = frame.pivot(index=seed, columns=arm, values=metric)
+    for name in (a, b):
+        if name not in table.columns:
+            raise ValueError(f"compare_seeds: no arm {name!r}; the arms are {list(table.columns)}")
+    both = table[[a, b]].dropna()
+    if both.empty:
+        raise ValueError(f"compare_seeds: arms {a!r} and {b!r} share no seed")
+    return SeedComparison(metric, a, b, tuple(float(d) for d in both[a] - both[b]),
+                          tuple(both.index.tolist()))
+
+
+def seed_summary(runs, metrics, arm: str = "arm", seed: str = "seed", digits: int = 3):
+    """One row per arm (in the order they first ran): "mean ± sd" over the seeds of each metric.
+
+    Returns:
+        A DataFrame of strings (a single seed shows its value alone), with a column "seeds".
+    """
+    import pandas as pd
+
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    frame = _runs_frame(runs, arm, seed, metrics)
+    rows = {}
+    for name, part in frame.groupby(arm, sort=False):
+        row = {}
+        for metric in metrics:
+            values = part[metric].dropna().to_numpy(dtype=float)
+            if len(values) == 0:
+                row[metric] = ""
+            elif len(values) == 1:
+                row[metric] = f"{values[0]:.{digits}f}"
+            else:
+                row[metric] = f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+        row["seeds"] = int(part[seed].nunique())
+        rows[name] = row
+    return pd.DataFrame(rows).T.rename_axis(arm)

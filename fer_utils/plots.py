@@ -307,4 +307,48 @@ def plot_batch_sizes(frame, title: str | None = None):
     return fig
 
 
+def plot_seed_runs(runs, metrics, arm: str = "arm", seed: str = "seed", baselines=None,
+                   title: str | None = None):
+    """One panel per metric: a dot per seed and a bar at the mean ± sd for every arm.
+
+    Args:
+        runs: a DataFrame (or list of dicts) with one row per (arm, seed) and the metric columns.
+        metrics: a column name or several (one panel each).
+        arm, seed: the names of the arm and seed columns.
+        baselines: optional {metric: value} drawn as a dashed line (e.g. the majority class).
+        title: the figure's title.
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    frame = runs if isinstance(runs, pd.DataFrame) else pd.DataFrame(list(runs))
+    missing = [c for c in (arm, seed, *metrics) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"plot_seed_runs: runs have no column(s) {missing}")
+    arms = list(dict.fromkeys(frame[arm]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(3.2, 1.1 * len(arms) + 1.4)
+                                                       * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for k, name in enumerate(arms):
+            values = frame.loc[frame[arm] == name, metric].dropna().to_numpy(dtype=float)
+            offsets = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else [0.0]
+            ax.plot(k + np.asarray(offsets), values, "o", color=f"C{k}", alpha=0.7)
+            if len(values):
+                sd = values.std(ddof=1) if len(values) > 1 else 0.0
+                ax.errorbar(k + 0.3, values.mean(), yerr=sd, fmt="_", color=f"C{k}",
+                            markersize=14, capsize=4, lw=1.5)
+        if baselines and metric in baselines:
+            ax.axhline(baselines[metric], color="grey", ls="--", lw=1, label="baseline")
+            ax.legend(loc="best", fontsize=8)
+        ax.set_xticks(range(len(arms)), arms, rotation=20 if len(arms) > 2 else 0,
+                      ha="right" if len(arms) > 2 else "center")
+        ax.set_xlim(-0.5, len(arms) - 0.3)
+        ax.set_ylabel(metric)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 # --- add new plot functions above this line ---

@@ -24,6 +24,10 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 VIEWPORT = {"width": 1400, "height": 900}
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# JupyterLab's news question and update notice (@jupyterlab/apputils-extension:announcements)
+NEWS_TOAST = re.compile(r"Jupyter news|newer version", re.IGNORECASE)
+NOTIFICATION_PLUGIN = "@jupyterlab/apputils-extension:notification"
+NEWS_WAIT = 3.0  # seconds to look for a news pop-up after a notebook has opened
 
 
 def browser_problem() -> str | None:
@@ -67,6 +71,7 @@ class NotebookRun:
     problems: list = field(default_factory=list)
     notebook: dict | None = None  # the saved file
     screenshot: Path | None = None
+    news_popups: list = field(default_factory=list)  # news/update toasts seen on opening
     page: object = None  # the Playwright page, while it is kept open
 
     @property
@@ -161,11 +166,27 @@ class LabBrowser:
         raise TimeoutError(f"the kernel of {relative} was not ready within 180 s "
                            f"(status bar: {status!r})")
 
-    def dismiss_notifications(self, page) -> None:
-        """Answer JupyterLab's "official Jupyter news?" toast (No), so it covers nothing."""
-        toast = page.locator(".Toastify__toast").filter(has_text="Jupyter news")
-        if toast.count():
-            toast.get_by_role("button", name="No", exact=True).click()
+    def news_popups(self, page, wait: float = NEWS_WAIT) -> list[str]:
+        """The texts of JupyterLab's news or update pop-ups on the page (none expected).
+
+        JupyterLab 4 asks "Would you like to get notified about official Jupyter news?" in a
+        toast once its settings have loaded, unless the image switches the news off
+        (docker/jupyterlab-overrides.json); an update check shows "A newer version ..." the
+        same way. Looks for `wait` seconds, so that a late toast is seen too.
+        """
+        toasts = page.locator(".Toastify__toast").filter(has_text=NEWS_TOAST)
+        wait_for(lambda: toasts.count(), wait)
+        return [" ".join(text.split()) for text in toasts.all_inner_texts()]
+
+    def notification_settings(self) -> dict:
+        """JupyterLab's effective notification settings: the user's over the defaults.
+
+        The server's defaults are the schema's, changed by the image's overrides.json.
+        """
+        answer = self.api(f"/lab/api/settings/{NOTIFICATION_PLUGIN}")
+        defaults = {name: spec.get("default")
+                    for name, spec in answer["schema"]["properties"].items()}
+        return {**defaults, **(answer.get("settings") or {})}
 
     def run_all_cells(self, page, relative: str, timeout: float) -> float:
         """Run ▸ Run All Cells through the menu; wait until the kernel settles; seconds."""
@@ -260,7 +281,7 @@ class LabBrowser:
         page = None
         try:
             page = self.open_notebook(relative, workspace=f"browser-{copy.stem}")
-            self.dismiss_notifications(page)
+            run.news_popups = self.news_popups(page)
             run.seconds = self.run_all_cells(page, relative, timeout)
             run.notebook = self.save(page, relative)
             run.problems = cell_problems(run.notebook)

@@ -76,30 +76,81 @@ def test_centre_errors_are_clear():
         A.au_centers(np.zeros((68, 2)), 0, 48)
 
 
-def test_map_values():
-    m = A.attention_map([(50, 50)], 100, 100)
+def authors_map(grid_centres, decay, window):
+    """The authors' loops (get_attention_map_dlib.py), with the window made symmetric.
+
+    They loop over `range(c - window, c + window)`, which stops one cell short on the right and
+    bottom; the kit's window is ±window cells either side.
+    """
+    amap = np.zeros((100, 100))
+    for cx, cy in grid_centres:
+        for px in range(cx - window, cx + window + 1):
+            for py in range(cy - window, cy + window + 1):
+                if 0 <= px < 100 and 0 <= py < 100:
+                    value = 1 - (abs(px - cx) + abs(py - cy)) * decay
+                    amap[py, px] = max(amap[py, px], value)
+    return amap
+
+
+def test_the_map_is_the_authors_all_au_map():
+    assert (A.DECAY, A.WINDOW) == (0.07, 7)
+    assert (A.SINGLE_AU_DECAY, A.SINGLE_AU_WINDOW) == (0.095, 5)
+    centres = [(50, 50), (56, 52), (3, 97)]  # overlapping windows, one at the corner
+    m = A.attention_map(centres, 100, 100)
     assert m.shape == (100, 100) and m.dtype == np.float32
+    np.testing.assert_allclose(m, authors_map(centres, 0.07, 7), atol=1e-6)
     assert m[50, 50] == pytest.approx(1.0)
-    assert m[52, 53] == pytest.approx(1 - 0.095 * 5)  # row 52, column 53: d = 3 + 2
-    assert m[50, 60] == pytest.approx(0.05)  # d = 10, the rim of the window
-    assert m[51, 60] == 0.0  # d = 11: outside the window
-    assert m[0, 0] == 0.0 and m.min() == 0.0 and m.max() <= 1.0
-    # Linear along a row inside the window.
-    np.testing.assert_allclose(m[50, 50:61], 1 - 0.095 * np.arange(11), atol=1e-6)
+    assert m[52, 47] == pytest.approx(1 - 0.07 * 5)  # row 52, column 47: d = 2 + 3
+    assert m[43, 43] == pytest.approx(1 - 0.07 * 14)  # the window's corner: 0.02
+    assert m[50, 42] == 0.0 and m[42, 50] == 0.0  # 8 cells away: outside the square
+    assert m.min() == 0.0 and m.max() <= 1.0
+
+
+def test_single_au_maps_use_decay_0_095_on_5_cells():
+    centres = np.zeros((20, 2), np.float32)
+    centres[12], centres[13] = (30, 60), (70, 60)  # AU12's lip corners (region 6)
+    m = A.single_au_map(centres, 12, 100, 100)
+    np.testing.assert_allclose(m, authors_map([(30, 60), (70, 60)], 0.095, 5), atol=1e-6)
+    assert m[60, 35] == pytest.approx(0.525) and m[55, 25] == pytest.approx(0.05)
+    assert m[60, 36] == 0.0 and m[0, 0] == 0.0  # 6 cells: outside; other centres: none
+    assert A.centers_of_au(12) == [12, 13] and A.centers_of_au(23) == [16, 17, 18, 19]
+    batch = A.single_au_map(np.stack([centres, centres + 10]), 12, 100, 100)
+    assert batch.shape == (2, 100, 100) and batch[1, 70, 40] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="AU9 has no EAC-Net region"):
+        A.single_au_map(centres, 9, 100, 100)
+    with pytest.raises(ValueError, match=r"20×2.*\(3, 2\)"):
+        A.single_au_map(centres[:3], 12, 100, 100)
+
+
+def test_max_pooling_to_the_feature_grids():
+    m = A.attention_map([(50, 50)], 224, 224)
+    pooled = [A.max_pool_maps(m, t) for t in (1, 2, 3)]
+    assert [p.shape for p in pooled] == [(112, 112), (56, 56), (28, 28)]
+    # Each cell is the largest value of its 2^t × 2^t block; the peak survives every pooling.
+    np.testing.assert_array_equal(pooled[2], m.reshape(28, 8, 28, 8).max(axis=(1, 3)))
+    assert all(p.max() == pytest.approx(m.max()) for p in pooled)
+    assert (pooled[2] > 0).mean() > (m > 0).mean()  # pooling widens the region
+    odd = A.max_pool_maps(np.ones((3, 7, 5)), 1)
+    assert odd.shape == (3, 3, 2)  # sizes floored, as VGG's pooling
+    with pytest.raises(ValueError, match="cannot be pooled again"):
+        A.max_pool_maps(np.ones((2, 2)), 2)
 
 
 def test_map_takes_the_maximum_on_overlap():
     m = A.attention_map([(40, 50), (46, 50)], 100, 100)
-    assert m[50, 43] == pytest.approx(1 - 0.095 * 3)  # equidistant from both
-    assert m[50, 45] == pytest.approx(1 - 0.095 * 1)  # nearer the second centre
+    assert m[50, 43] == pytest.approx(1 - 0.07 * 3)  # equidistant from both
+    assert m[50, 45] == pytest.approx(1 - 0.07 * 1)  # nearer the second centre
     assert m[50, 40] == pytest.approx(1.0) and m[50, 46] == pytest.approx(1.0)
 
 
 def test_map_distance_is_in_grid_units_on_non_square_images():
     m = A.attention_map([(100, 25)], 50, 200)
     assert m.shape == (50, 200)
-    assert m[25, 104] == pytest.approx(1 - 0.095 * 2)  # 4 px × 100/200
-    assert m[27, 100] == pytest.approx(1 - 0.095 * 4)  # 2 px × 100/50
+    assert m[25, 104] == pytest.approx(1 - 0.07 * 2)  # 4 px × 100/200
+    assert m[27, 100] == pytest.approx(1 - 0.07 * 4)  # 2 px × 100/50
+    assert m[25, 114] == pytest.approx(1 - 0.07 * 7) and m[25, 116] == 0.0  # 8 cells: outside
+    with pytest.raises(ValueError, match="window must be positive"):
+        A.attention_map([(1, 1)], 10, 10, window=0)
 
 
 def test_tensorflow_version_matches_numpy():

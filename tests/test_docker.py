@@ -297,6 +297,17 @@ def test_run_all_cells_in_jupyterlab(browser_runs, name):
     assert run.cells > 0, f"{name} saved without code cells"
 
 
+def test_jupyterlab_shows_no_news_popup(browser, browser_runs):
+    """The image switches JupyterLab's news pop-up and update check off: settings and pages."""
+    settings = browser.notification_settings()
+    assert settings.get("fetchNews") == "false" and settings.get("checkForUpdates") is False, (
+        f"JupyterLab's notification settings in the container: {settings} (the image should "
+        f"set fetchNews 'false' and checkForUpdates false: docker/jupyterlab-overrides.json)")
+    shown = {name: run.news_popups for name, run in browser_runs["runs"].items()
+             if run.news_popups}
+    assert not shown, f"JupyterLab showed a news or update pop-up: {shown}"
+
+
 def _widget_page(browser_runs):
     run = browser_runs["runs"][WIDGET_NOTEBOOK]
     if run.page is None:

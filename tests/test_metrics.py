@@ -150,3 +150,67 @@ def test_predict_labels_from_a_dataset():
         metrics.predict_labels(model, dict_ds)
     y2, _ = metrics.predict_labels(model, dataset.repeat(), steps=2)
     assert len(y2) == 8
+
+
+def test_majority_baseline_is_the_most_common_training_class():
+    train = np.array([0] * 5 + [1] * 9 + [2] * 2)
+    test = np.array([0] * 6 + [1] * 3 + [2] * 1)
+    base = metrics.majority_baseline(train, test, num_classes=4)
+    p = 0.3  # class 1's share of the test labels
+    assert base["class"] == 1
+    assert base["accuracy"] == pytest.approx(p)
+    assert base["macro_f1"] == pytest.approx(2 * p / (1 + p) / 4)  # one class F1, three 0
+    tie = metrics.majority_baseline([2, 2, 1, 1], [1, 2], num_classes=3)
+    assert tie["class"] == 1  # ties: the first of the most common classes
+    with pytest.raises(ValueError, match="empty"):
+        metrics.majority_baseline([], [1], 3)
+
+
+def _runs(differences, base=0.5):
+    rows = []
+    for seed, d in enumerate(differences, start=1):
+        rows += [{"arm": "new", "seed": seed, "f1": base + d + 0.01 * seed},
+                 {"arm": "old", "seed": seed, "f1": base + 0.01 * seed}]
+    return rows
+
+
+def test_compare_seeds_pairs_the_seeds_and_judges_by_the_spread():
+    consistent = metrics.compare_seeds(_runs([0.05, 0.06, 0.07]), "new", "old", "f1")
+    assert consistent.differences == pytest.approx((0.05, 0.06, 0.07))
+    assert consistent.mean == pytest.approx(0.06) and consistent.sd == pytest.approx(0.01)
+    assert consistent.tolerance == pytest.approx(2 * 0.01 / np.sqrt(3))
+    assert consistent.outcome == "higher"
+    assert metrics.compare_seeds(_runs([0.05, 0.06, 0.07]), "old", "new", "f1").outcome == "lower"
+    noisy = metrics.compare_seeds(_runs([0.08, -0.05, 0.01]), "new", "old", "f1")
+    assert noisy.outcome == "within the spread" and "no difference beyond" in str(noisy)
+    single = metrics.compare_seeds(_runs([0.2]), "new", "old", "f1")
+    assert single.outcome == "one seed" and np.isnan(single.sd)
+
+
+def test_seed_comparison_check_raises_only_on_a_contradiction():
+    consistent = metrics.compare_seeds(_runs([0.05, 0.06, 0.07]), "new", "old", "f1")
+    consistent.check("higher")
+    consistent.check(None)  # no claim recorded for this data set
+    with pytest.raises(AssertionError, match="expected 'new' within the spread"):
+        consistent.check("within the spread")
+    metrics.compare_seeds(_runs([-0.3]), "new", "old", "f1").check("higher")  # one seed: no spread
+    with pytest.raises(ValueError, match="claim must be"):
+        consistent.check("better")
+
+
+def test_compare_seeds_rejects_bad_runs():
+    with pytest.raises(ValueError, match="no arm 'gone'"):
+        metrics.compare_seeds(_runs([0.1, 0.2]), "gone", "old", "f1")
+    with pytest.raises(ValueError, match="no column"):
+        metrics.compare_seeds(_runs([0.1, 0.2]), "new", "old", "accuracy")
+    with pytest.raises(ValueError, match="twice with the same seed"):
+        metrics.compare_seeds(_runs([0.1]) * 2, "new", "old", "f1")
+
+
+def test_seed_summary_shows_mean_and_sd_per_arm():
+    rows = _runs([0.05, 0.06, 0.07]) + [{"arm": "once", "seed": 1, "f1": 0.25}]
+    table = metrics.seed_summary(rows, "f1")
+    new = np.array([0.56, 0.58, 0.60])
+    assert list(table.index) == ["new", "old", "once"]
+    assert table.loc["new", "f1"] == f"{new.mean():.3f} ± {new.std(ddof=1):.3f}"
+    assert table.loc["once", "f1"] == "0.250" and table.loc["old", "seeds"] == 3

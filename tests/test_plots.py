@@ -72,3 +72,16 @@ def test_float_images_in_0_1_are_not_stretched():
         assert region.max() <= 200 and region.min() >= 0
     finally:
         plt.close(figure)
+
+
+def test_plot_seed_runs_draws_every_seed_and_a_panel_per_metric():
+    runs = [{"arm": arm, "seed": s, "accuracy": 0.5 + 0.1 * k + 0.01 * s, "f1": 0.4 + 0.01 * s}
+            for k, arm in enumerate(["plain", "augmented"]) for s in (1, 2, 3)]
+    fig = plots.plot_seed_runs(runs, ["accuracy", "f1"], baselines={"accuracy": 0.14})
+    assert len(fig.axes) == 2
+    dots = [line for line in fig.axes[0].lines if line.get_marker() == "o"]
+    assert [len(line.get_ydata()) for line in dots] == [3, 3]
+    np.testing.assert_allclose(sorted(dots[1].get_ydata()), [0.61, 0.62, 0.63])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["plain", "augmented"]
+    assert any(line.get_linestyle() == "--" for line in fig.axes[0].lines)  # the baseline
+    plt.close(fig)

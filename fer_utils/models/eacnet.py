@@ -1,14 +1,23 @@
-"""E-Net and EAC-Net: attention-enhanced VGG16 and region crops for action-unit detection.
+"""E-Net, C-Net and EAC-Net for action units, as the authors built them, on the kit's VGG16.
 
-EAC-Net (Li, Abtahi, Zhu, Yin, 2017) detects facial action units (AUs) with a VGG network
-whose conv groups 3 and 4 are *enhanced* by a landmark attention map (E-Net: `F + F ⊙ A`) and
-whose enhanced group-4 features are *cropped* around the 20 AU centres and fed to one small
-local network per centre (C-Net). The paper used VGG19; the kit uses VGG16: every builder here
-reuses the layers of the kit's one VGG trunk (`fer_utils.models.vgg.vgg16_base`, i.e.
-`keras.applications.VGG16`), so layer names and ImageNet weights are Keras' own. With
-`width=1/8` they use the compact trunk (same five groups, fewer channels, from scratch).
+EAC-Net (Li, Abtahi, Zhu, Yin, 2017; code: github.com/wiibrew/EAC-Net) detects facial action
+units (AUs) in two networks trained one after the other:
 
-Inputs (all builders name them, so a tf.data dict {"image", "attention", "centers"} feeds them):
+* E-Net (`BP4D_ENet_dlib_train.py`): a VGG whose conv groups 3 and 4 are *enhanced* by the
+  attention map. The map (a second input) is max-pooled 2×2 down to each group's grid,
+  multiplied into the group's FIRST conv output and added to its LAST:
+  `enhance3 = block3_conv3 + block3_conv1 ⊙ map(H/4)`, the same in group 4 with map(H/8);
+  the group's pooling follows the sum. Then group 5, pooling, dense, dropout, a sigmoid per AU.
+* C-Net (`BP4D_EAC_dlib_train.py`): trained on the FROZEN, trained E-Net. Its enhanced
+  group-4 features, normalised (LRN), are cropped 3×3 cells around each of the 20 AU centres;
+  each crop has its own network (×2 upscale, 3×3 conv without padding: 4×4, dense), the 20 are
+  concatenated → dense → dropout → a sigmoid per AU. `eacnet(enet, cnet)` joins the two.
+
+The paper used VGG19 (four convs per group: `conv3_4 + conv3_1 ⊙ map`); the kit uses VGG16's
+groups (three convs) through its one trunk (`fer_utils.models.vgg`), so layer names and
+ImageNet weights are Keras' own. With `width=1/8` the compact trunk trains from scratch.
+
+Inputs (named, so a dict {"image", "attention", "centers"} feeds every model):
   image: N×H×W×C raw pixels, float 0-255 (the model's `preprocess` layer converts them);
   attention: N×H×W×1 maps in [0, 1] (`fer_utils.attention.attention_map`);
   centers: N×20×2 AU centres (x, y) relative to the image, 0-1 (`tf_attention_inputs`).
@@ -19,26 +28,26 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from .layers import NUM_CENTERS, AttentionEnhance, RegionCrops, RegionNets
+from .layers import NUM_CENTERS, LocalResponseNorm, RegionCrops, RegionNets
 from .preprocess import Preprocess
-from .vgg import (VGG16_CONV_LAYERS, call_trunk, check_trainable_from, freeze_before,
-                  vgg16_base)
+from .vgg import VGG16_CONV_LAYERS, call_trunk, check_trainable_from, freeze_before, vgg16_base
 
 __all__ = [
-    "enet", "eacnet", "plain_vgg_au", "smoothed_bce", "AUBinaryCrossentropy", "au_pos_weights",
-    "compile_au_model", "grad_cam", "count_locally_connected_weights", "eacnet_custom_objects",
-    "model_inputs", "AttentionEnhance", "RegionCrops", "RegionNets", "FUSIONS",
+    "enet", "cnet", "eacnet", "enet_crops", "plain_vgg_au", "smoothed_bce",
+    "AUBinaryCrossentropy", "au_pos_weights", "compile_au_model", "grad_cam",
+    "count_locally_connected_weights", "eacnet_custom_objects", "model_inputs",
+    "RegionCrops", "RegionNets", "LocalResponseNorm", "ENHANCED_GROUPS",
 ]
 
-# E-Net's fusion of features F and attention A: "residual" F + F ⊙ A (the paper), or
-# "multiply" F ⊙ A (the ablation: features far from every AU centre are switched off).
-FUSIONS = ("residual", "multiply")
+# E-Net's enhanced conv groups → the 2×2 max-poolings that bring the map to their grid.
+ENHANCED_GROUPS = {3: 2, 4: 3}
 
 
 def eacnet_custom_objects() -> dict:
     """The kit's custom layers and loss by name (they are registered: load_model needs none)."""
-    classes = {"AttentionEnhance": AttentionEnhance, "RegionCrops": RegionCrops,
-               "RegionNets": RegionNets, "AUBinaryCrossentropy": AUBinaryCrossentropy}
+    classes = {"RegionCrops": RegionCrops, "RegionNets": RegionNets,
+               "LocalResponseNorm": LocalResponseNorm,
+               "AUBinaryCrossentropy": AUBinaryCrossentropy}
     return {**classes, **{f"fer_utils>{k}": v for k, v in classes.items()}}
 
 
@@ -58,30 +67,44 @@ def _check_input_shape(input_shape, who: str) -> tuple:
     return h, w, c
 
 
-def _check_common(who: str, num_aus, trainable_from, dropout, fusion="residual"):
-    """Validate the arguments every AU builder shares."""
-    if isinstance(num_aus, bool) or int(num_aus) != num_aus or num_aus < 1:
-        raise ValueError(f"{who}: num_aus must be a positive integer, got {num_aus!r}")
-    check_trainable_from(trainable_from, VGG16_CONV_LAYERS, who)
+def _check_positive(who: str, **values) -> None:
+    """Every value a positive integer, or a ValueError naming it."""
+    for arg, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{who}: {arg} must be a positive integer, got {value!r}")
+
+
+def _check_dropout(who: str, dropout) -> None:
+    """A dropout rate in [0, 1)."""
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"{who}: dropout must lie in [0, 1), got {dropout!r}")
-    if fusion not in FUSIONS:
-        raise ValueError(f"{who}: fusion={fusion!r}; allowed: {', '.join(FUSIONS)}")
 
 
-def _pooled(size: int, times: int) -> int:
-    """Spatial size after `times` 2×2 max-poolings (floor, as VGG's 'valid' pooling)."""
-    for _ in range(times):
-        size //= 2
-    return size
+# --- E-Net and the plain VGG -----------------------------------------------------------------
 
 
-# --- shared pieces ---------------------------------------------------------------------------
+def _enhanced_trunk(image, attention, base):
+    """The VGG trunk's layers on `image`; with `attention`, E-Net's fusion in groups 3 and 4."""
+    maps, first = {}, {}
+    if attention is not None:
+        a = attention
+        for k in range(1, max(ENHANCED_GROUPS.values()) + 1):  # H/2, H/4, H/8
+            a = keras.layers.MaxPooling2D(2, name=f"attention_pool{k}")(a)
+            maps[k] = a
 
+    def fuse(name, x):
+        """Keep each group's first conv output; after its last conv add first ⊙ map."""
+        group = int(name[5])
+        if name == f"block{group}_conv1":
+            first[group] = x
+        if maps and group in ENHANCED_GROUPS and name == f"block{group}_conv3":
+            weighted = keras.layers.Multiply(name=f"attention{group}")(
+                [first[group], maps[ENHANCED_GROUPS[group]]])
+            x = keras.layers.Add(name=f"enhance{group}")([x, weighted])
+        return x
 
-def _attention_at(attention, size: tuple, name: str):
-    """The attention map resized (area averaging) to a feature map's h×w."""
-    return keras.layers.Resizing(size[0], size[1], interpolation="area", name=name)(attention)
+    # Raw pixels -> VGG's input, inside the model (so a saved model takes raw pixels).
+    return call_trunk(base, Preprocess("vgg", name="preprocess")(image), after=fuse)
 
 
 def _head(x, num_aus: int, units: int, dropout: float, prefix: str = ""):
@@ -91,46 +114,30 @@ def _head(x, num_aus: int, units: int, dropout: float, prefix: str = ""):
     return keras.layers.Dense(num_aus, activation="sigmoid", name="aus", dtype="float32")(x)
 
 
-def _trunk(input_shape, weights, width, enhance: bool, fusion: str = "residual"):
-    """The VGG trunk's layers on new inputs; with `enhance`, attention fused after groups 3, 4.
-
-    Returns:
-        (inputs, group-5 output, enhanced group-4 features, trunk weights status).
-    """
-    h, w, _ = input_shape
-    base = vgg16_base(input_shape, weights=weights, width=width)
-    image = keras.Input(shape=input_shape, name="image")
-    inputs, maps = [image], {}
+def _pooled_au_model(who, enhance, input_shape, num_aus, weights, trainable_from, head_units,
+                     dropout, width, name, verbose):
+    """VGG trunk (attention-enhanced or not) → global pooling → AU head: plain VGG or E-Net."""
+    h, w, c = _check_input_shape(input_shape, who)
+    _check_positive(who, num_aus=num_aus, head_units=head_units)
+    check_trainable_from(trainable_from, VGG16_CONV_LAYERS, who)
+    _check_dropout(who, dropout)
+    base = vgg16_base((h, w, c), weights=weights, width=width)
+    image = keras.Input(shape=(h, w, c), name="image")
+    inputs, attention = [image], None
     if enhance:
         attention = keras.Input(shape=(h, w, 1), name="attention")
         inputs.append(attention)
-        # Groups 3 and 4 end at 1/4 and 1/8 of the input size.
-        maps = {"block3_conv3": _attention_at(attention, (_pooled(h, 2), _pooled(w, 2)),
-                                              "attention3"),
-                "block4_conv3": _attention_at(attention, (_pooled(h, 3), _pooled(w, 3)),
-                                              "attention4")}
-    # Blocks 1-5: the trunk's layers in order; E-Net fuses F and A after blocks 3 and 4.
-    group4 = []
-
-    def fuse(name, x):
-        """E-Net's fusion after groups 3 and 4; remembers group 4's (enhanced) output."""
-        if name in maps:
-            x = AttentionEnhance(residual=fusion == "residual",
-                                 name=f"enhance{name[5]}")([x, maps[name]])
-        if name == "block4_conv3":
-            group4.append(x)
-        return x
-
-    # Raw pixels -> VGG's input, inside the model (so a saved model takes raw pixels).
-    x = call_trunk(base, Preprocess("vgg", name="preprocess")(image), after=fuse)
-    return inputs, x, group4[0], base.weights_status
-
-
-# --- builders --------------------------------------------------------------------------------
+    x = _enhanced_trunk(image, attention, base)
+    x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
+    model = keras.Model(inputs if enhance else image,
+                        _head(x, int(num_aus), int(head_units), dropout), name=name)
+    model.weights_status = base.weights_status
+    freeze_before(model, trainable_from, base.weights_status, "block3_conv1", who, verbose)
+    return model
 
 
 def plain_vgg_au(input_shape=(96, 96, 3), num_aus: int = 12, weights="imagenet",
-                 trainable_from: str | None = "auto", head_units: int = 256,
+                 trainable_from: str | None = "auto", head_units: int = 2048,
                  dropout: float = 0.5, width: float = 1.0, name: str = "plain_vgg_au",
                  verbose: bool = True):
     """The baseline: VGG16 conv groups + global pooling → dense → dropout → sigmoid per AU.
@@ -142,7 +149,7 @@ def plain_vgg_au(input_shape=(96, 96, 3), num_aus: int = 12, weights="imagenet",
         trainable_from: first trainable conv layer. "auto": `block3_conv1` (groups 1-2
             frozen, as in EAC-Net) with pretrained weights, None (everything trains) with
             random ones; None trains everything.
-        head_units: width of the dense layer before the outputs.
+        head_units: width of the dense layer before the outputs (2048 in EAC-Net).
         dropout: dropout rate before the outputs.
         width: channel multiplier of the trunk (1: VGG16; 1/8: compact, from scratch).
         name: model name.
@@ -151,20 +158,19 @@ def plain_vgg_au(input_shape=(96, 96, 3), num_aus: int = 12, weights="imagenet",
     Returns:
         A Keras Model with input "image" and output "aus" (N×num_aus probabilities).
     """
-    return _pooled_au_model("plain_vgg_au", False, "residual", input_shape, num_aus, weights,
+    return _pooled_au_model("plain_vgg_au", False, input_shape, num_aus, weights,
                             trainable_from, head_units, dropout, width, name, verbose)
 
 
 def enet(input_shape=(96, 96, 3), num_aus: int = 12, weights="imagenet",
-         trainable_from: str | None = "auto", head_units: int = 256, dropout: float = 0.5,
-         fusion: str = "residual", width: float = 1.0, name: str = "enet",
-         verbose: bool = True):
+         trainable_from: str | None = "auto", head_units: int = 2048, dropout: float = 0.5,
+         width: float = 1.0, name: str = "enet", verbose: bool = True):
     """E-Net: VGG16 whose conv groups 3 and 4 are enhanced by an AU attention map.
 
-    The map (N×H×W×1) is resized (area averaging) to the outputs of conv groups 3 (H/4) and
-    4 (H/8) and fused residually, `F' = F + F ⊙ A` (layers "enhance3", "enhance4"): features
-    near AU centres are up to doubled, the rest kept. Then group 5, global pooling, dense,
-    dropout and one sigmoid per AU.
+    The map (N×H×W×1) is max-pooled 2×2 to H/4 and H/8 ("attention_pool1-3"), multiplied into
+    the first conv output of group 3 (4) ("attention3", "attention4") and added to the last
+    ("enhance3", "enhance4"): `block3_conv3 + block3_conv1 ⊙ A`. Features near AU centres are
+    enhanced, the rest kept. Then group 5, global pooling, dense, dropout, a sigmoid per AU.
 
     Args:
         input_shape: (H, W, C) of the images, H and W at least 32.
@@ -172,9 +178,8 @@ def enet(input_shape=(96, 96, 3), num_aus: int = 12, weights="imagenet",
         weights: "imagenet", None / "none" (random init) or a path to VGG16 notop weights.
         trainable_from: first trainable conv layer ("auto": groups 1-2 frozen with
             pretrained weights, as in the paper; nothing frozen with random ones).
-        head_units: width of the dense layer before the outputs.
+        head_units: width of the dense layer before the outputs (2048 in EAC-Net).
         dropout: dropout rate before the outputs.
-        fusion: "residual" (F + F ⊙ A, the paper) or "multiply" (F ⊙ A, the ablation).
         width: channel multiplier of the trunk (1: VGG16; 1/8: compact, from scratch).
         name: model name.
         verbose: say so (one line) when random weights leave every layer trainable.
@@ -182,120 +187,109 @@ def enet(input_shape=(96, 96, 3), num_aus: int = 12, weights="imagenet",
     Returns:
         A Keras Model with inputs ["image", "attention"] and output "aus".
     """
-    return _pooled_au_model("enet", True, fusion, input_shape, num_aus, weights,
-                            trainable_from, head_units, dropout, width, name, verbose)
+    return _pooled_au_model("enet", True, input_shape, num_aus, weights, trainable_from,
+                            head_units, dropout, width, name, verbose)
 
 
-def _pooled_au_model(who, enhance, fusion, input_shape, num_aus, weights, trainable_from,
-                     head_units, dropout, width, name, verbose):
-    """VGG trunk (attention-enhanced or not) → global pooling → AU head: plain VGG or E-Net."""
-    input_shape = _check_input_shape(input_shape, who)
-    _check_common(who, num_aus, trainable_from, dropout, fusion)
-    inputs, x, _, status = _trunk(input_shape, weights, width, enhance, fusion)
-    x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
-    outputs = _head(x, int(num_aus), int(head_units), dropout)
-    model = keras.Model(inputs, outputs, name=name)
-    model.weights_status = status
-    freeze_before(model, trainable_from, status, "block3_conv1", who, verbose)
-    return model
+# --- C-Net and EAC-Net -----------------------------------------------------------------------
 
 
-def _check_eacnet(who, crop_size, region_filters, region_units, merge_units, crop_cells,
-                  region_layers):
-    """Validate EAC-Net's own arguments."""
-    for arg, value in (("crop_size", crop_size), ("region_filters", region_filters),
-                       ("region_units", region_units), ("merge_units", merge_units)):
-        if isinstance(value, bool) or int(value) != value or value < 1:
-            raise ValueError(f"{who}: {arg} must be a positive integer, got {value!r}")
-    if crop_cells is not None and not crop_cells > 0:
-        raise ValueError(f"{who}: crop_cells must be positive, got {crop_cells!r}")
-    if region_layers not in ("batched", "separate"):
-        raise ValueError(f"{who}: region_layers={region_layers!r}; allowed: 'batched', "
-                         f"'separate'")
-
-
-def _region_features(group4, centers, crop_cells, crop_size, filters, units, region_layers):
-    """C-Net: one local network per AU centre on crops of the enhanced group-4 features."""
-    if region_layers == "batched":
-        crops = RegionCrops(crop_cells=crop_cells, crop_size=crop_size, num_centers=NUM_CENTERS,
-                            stacked=True, name="region_crops")([group4, centers])
-        return [RegionNets(filters=filters, units=units, name="region_nets")(crops)]
-    crops = RegionCrops(crop_cells=crop_cells, crop_size=crop_size, num_centers=NUM_CENTERS,
-                        name="region_crops")([group4, centers])
-    parts = []
-    for k, crop in enumerate(crops):
-        r = keras.layers.UpSampling2D(2, interpolation="bilinear", name=f"region{k}_upsample")(crop)
-        r = keras.layers.Conv2D(filters, 3, padding="same", activation="relu",
-                                name=f"region{k}_conv")(r)
-        r = keras.layers.Flatten(name=f"region{k}_flatten")(r)
-        parts.append(keras.layers.Dense(units, activation="relu", name=f"region{k}_fc")(r))
-    return parts
-
-
-def eacnet(input_shape=(96, 96, 3), num_aus: int = 12, weights="imagenet",
-           trainable_from: str | None = "auto", crop_cells: float | None = None,
-           crop_size: int = 3, region_filters: int = 64, region_units: int = 64,
-           merge_units: int = 512, dropout: float = 0.5, global_features: bool = True,
-           region_layers: str = "batched", fusion: str = "residual", width: float = 1.0,
-           name: str = "eacnet", verbose: bool = True):
-    """EAC-Net: E-Net plus C-Net, local networks on crops around the 20 AU centres.
-
-    C-Net: from the enhanced group-4 features ("enhance4", H/8 × W/8) a box of `crop_cells`
-    feature cells is cropped around each AU centre and resampled to `crop_size`×`crop_size`
-    ("region_crops"); each of the 20 crops has its own small network: upscale ×2 → 3×3 conv
-    → flatten → dense (centres 2r and 2r+1 belong to region r of
-    `fer_utils.attention.AU_REGIONS`). With `region_layers="separate"` these are 20 branches
-    of Keras layers `region{k}_upsample`, `region{k}_conv`, `region{k}_flatten`,
-    `region{k}_fc` (easy to read in `summary()`); the default "batched" computes the same
-    20 networks in one layer "region_nets" (weights indexed by region), which builds and
-    compiles several times faster. The 20 region features (and, with `global_features`,
-    E-Net's pooled group-5 features) are concatenated → dense → dropout → one sigmoid per
-    AU. The paper's sizes are `region_filters=512, region_units=150, merge_units=2048` at
-    224 px; the defaults here are smaller so a step trains quickly on a CPU.
+def enet_crops(enet_model, crop_size: int = 3, name: str = "enet_crops"):
+    """E-Net's enhanced group-4 features, normalised (LRN), cropped around the 20 AU centres.
 
     Args:
-        input_shape: (H, W, C) of the images, H and W at least 32.
-        num_aus: number of action units (one sigmoid each).
-        weights: "imagenet", None / "none" (random init) or a path to VGG16 notop weights.
-        trainable_from: first trainable conv layer ("auto": groups 1-2 frozen with
-            pretrained weights; nothing frozen with random ones).
-        crop_cells: crop side in group-4 feature cells; default 3 × (feature size / 28), the
-            paper's 3 cells at 224 px, at least 2.
-        crop_size: crops are resampled to crop_size × crop_size before the ×2 upscale.
-        region_filters: filters of each region's 3×3 conv.
-        region_units: units of each region's dense layer.
-        merge_units: units of the dense layer after concatenation.
-        dropout: dropout rate before the outputs.
-        global_features: also feed E-Net's globally pooled group-5 features to the merge.
-        region_layers: "batched" (one RegionNets layer) or "separate" (20 Keras branches).
-        fusion: E-Net's fusion, "residual" (F + F ⊙ A) or "multiply" (F ⊙ A).
-        width: channel multiplier of the trunk (1: VGG16; 1/8: compact, from scratch).
+        enet_model: an E-Net (`enet`); its layers are shared, not copied.
+        crop_size: crop side in group-4 cells (3 in EAC-Net).
         name: model name.
-        verbose: say so (one line) when random weights leave every layer trainable.
 
     Returns:
-        A Keras Model with inputs ["image", "attention", "centers"] and output "aus".
+        A Keras Model with inputs ["image", "attention", "centers"] and output "crops"
+        (N×20×s×s×C): what C-Net reads.
     """
-    who = "eacnet"
-    input_shape = _check_input_shape(input_shape, who)
-    _check_common(who, num_aus, trainable_from, dropout, fusion)
-    _check_eacnet(who, crop_size, region_filters, region_units, merge_units, crop_cells,
-                  region_layers)
-    if crop_cells is None:
-        crop_cells = max(2.0, 3.0 * _pooled(input_shape[0], 3) / 28.0)
-    inputs, x, group4, status = _trunk(input_shape, weights, width, True, fusion)
+    _check_positive("enet_crops", crop_size=crop_size)
+    try:
+        features = enet_model.get_layer("enhance4").output
+    except ValueError:
+        raise ValueError(f"enet_crops: model {enet_model.name!r} has no layer 'enhance4'; "
+                         f"pass an E-Net built by fu.models.enet") from None
+    grid = features.shape[1:3]
+    if min(grid) < crop_size:
+        raise ValueError(f"enet_crops: the group-4 grid is {grid[0]}×{grid[1]}, smaller than "
+                         f"crop_size={crop_size}; use larger images")
     centers = keras.Input(shape=(NUM_CENTERS, 2), name="centers")
-    inputs.append(centers)
-    # C-Net: one local network per AU centre.
-    parts = _region_features(group4, centers, float(crop_cells), int(crop_size),
-                             int(region_filters), int(region_units), region_layers)
-    if global_features:
-        parts.append(keras.layers.GlobalAveragePooling2D(name="global_pool")(x))
-    merged = keras.layers.Concatenate(name="cnet_concat")(parts)
-    outputs = _head(merged, int(num_aus), int(merge_units), dropout, prefix="merge_")
-    model = keras.Model(inputs, outputs, name=name)
-    model.weights_status = status
-    freeze_before(model, trainable_from, status, "block3_conv1", who, verbose)
+    normalised = LocalResponseNorm(name="lrn")(features)
+    crops = RegionCrops(crop_size, name="crops")([normalised, centers])
+    return keras.Model([*enet_model.inputs, centers], crops, name=name)
+
+
+def cnet(crops_shape=(NUM_CENTERS, 3, 3, 512), num_aus: int = 12, filters: int = 512,
+         units: int = 150, merge_units: int = 2048, dropout: float = 0.5, name: str = "cnet"):
+    """C-Net: one small network per AU centre on crops of E-Net's features, then merged.
+
+    Per crop, with its own weights ("region_nets"): upscale ×2 → 3×3 conv without padding
+    (`filters`, ReLU; a 3×3 crop becomes 6×6, then 4×4) → dense (`units`, ReLU). The 20
+    region vectors are concatenated → dense (`merge_units`) → dropout → a sigmoid per AU. The
+    defaults are the authors' sizes (512 filters, 150 units, 2048).
+
+    Args:
+        crops_shape: (20, s, s, C) of the crops (`enet_crops(...).output.shape[1:]`).
+        num_aus: number of action units (one sigmoid each).
+        filters: filters of each region's 3×3 conv.
+        units: units of each region's dense layer.
+        merge_units: units of the dense layer after concatenation.
+        dropout: dropout rate before the outputs.
+        name: model name.
+
+    Returns:
+        A Keras Model with input "crops" and output "aus".
+    """
+    who = "cnet"
+    try:
+        k, s, s2, c = (int(v) for v in crops_shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"{who}: crops_shape must be (centres, s, s, channels), "
+                         f"got {crops_shape!r}") from None
+    if k < 1 or s < 2 or s != s2 or c < 1:
+        raise ValueError(f"{who}: crops_shape must be (centres, s, s, channels) with square "
+                         f"crops of at least 2×2, got {crops_shape!r}")
+    _check_positive(who, num_aus=num_aus, filters=filters, units=units,
+                    merge_units=merge_units)
+    _check_dropout(who, dropout)
+    crops = keras.Input(shape=(k, s, s, c), name="crops")
+    x = RegionNets(int(filters), int(units), name="region_nets")(crops)
+    return keras.Model(crops, _head(x, int(num_aus), int(merge_units), dropout, "merge_"),
+                       name=name)
+
+
+def eacnet(enet_model, cnet_model=None, crop_size: int = 3, name: str = "eacnet",
+           **cnet_args):
+    """EAC-Net: a trained E-Net, frozen, whose group-4 crops feed C-Net, as the authors train it.
+
+    Args:
+        enet_model: a trained E-Net (`enet`). Its layers are shared and set to not train.
+        cnet_model: a C-Net for these crops (`cnet`); default: a new one built with `cnet_args`.
+        crop_size: crop side in group-4 cells (3 in EAC-Net).
+        name: model name.
+        **cnet_args: arguments of `cnet` (num_aus, filters, units, merge_units, dropout).
+
+    Returns:
+        A Keras Model with inputs ["image", "attention", "centers"] and output "aus"; the
+        C-Net is its layer `cnet_model.name`.
+    """
+    crops_model = enet_crops(enet_model, crop_size)
+    if cnet_model is None:
+        cnet_model = cnet(tuple(crops_model.output.shape[1:]), **cnet_args)
+    elif cnet_args:
+        raise ValueError(f"eacnet: pass either cnet_model or C-Net arguments, not both "
+                         f"({', '.join(cnet_args)})")
+    expected = tuple(crops_model.output.shape[1:])
+    if tuple(cnet_model.inputs[0].shape[1:]) != expected:
+        raise ValueError(f"eacnet: cnet_model takes crops of shape "
+                         f"{tuple(cnet_model.inputs[0].shape[1:])}, the E-Net gives {expected}")
+    for layer in crops_model.layers:
+        layer.trainable = False  # the authors train C-Net on a frozen E-Net
+    model = keras.Model(crops_model.inputs, cnet_model(crops_model.output), name=name)
+    model.weights_status = getattr(enet_model, "weights_status", "unknown")
     return model
 
 
@@ -361,15 +355,17 @@ def au_pos_weights(labels, max_weight: float = 10.0) -> np.ndarray:
 
 
 def compile_au_model(model, learning_rate: float = 1e-4, optimizer: str = "adam",
-                     pos_weight=None, smooth: float = 0.05, jit_compile: bool = False):
+                     pos_weight=None, smooth: float = 0.05, metrics: bool = True,
+                     jit_compile: bool = False):
     """Compile an AU model: smoothed (and optionally weighted) BCE, binary accuracy and AUC.
 
     Args:
         model: a model with N×K sigmoid outputs.
-        learning_rate: the optimizer's learning rate.
+        learning_rate: the optimizer's learning rate (a number or a Keras schedule).
         optimizer: "adam", or "sgd" (the paper's Nesterov SGD, momentum 0.9).
         pos_weight: optional per-AU positive weights (`au_pos_weights`).
         smooth: EAC-Net's smoothing (0.05; 0 for plain BCE).
+        metrics: report binary accuracy and AUC while training (off: only the loss, faster).
         jit_compile: XLA-compile the train step (off: compiling VGG on a CPU costs more
             than it saves in a short run).
 
@@ -383,20 +379,26 @@ def compile_au_model(model, learning_rate: float = 1e-4, optimizer: str = "adam"
     else:
         raise ValueError(f"compile_au_model: optimizer={optimizer!r}; allowed: 'adam', 'sgd'")
     loss = AUBinaryCrossentropy(pos_weight=pos_weight, smooth=smooth)
-    model.compile(optimizer=opt, loss=loss, jit_compile=jit_compile,
-                  metrics=[keras.metrics.BinaryAccuracy(name="binary_accuracy"),
-                           keras.metrics.AUC(multi_label=True, name="auc")])
+    watched = [keras.metrics.BinaryAccuracy(name="binary_accuracy"),
+               keras.metrics.AUC(multi_label=True, name="auc")] if metrics else None
+    model.compile(optimizer=opt, loss=loss, jit_compile=jit_compile, metrics=watched)
     return model
 
 
-def model_inputs(dataset, model):
-    """Map a tf.data dataset of ({"image", "attention", "centers"}, y) to the inputs `model` takes.
+def model_inputs(data, model):
+    """The inputs `model` takes, out of a dict of arrays or a tf.data dataset of (dict, y).
 
-    The plain VGG16 takes only "image", E-Net "image" and "attention", EAC-Net all three; one
-    dataset from `fu.data.to_tf_dataset(..., attention=True)` then serves all of them.
+    The plain VGG takes only "image", E-Net "image" and "attention", EAC-Net all three; one
+    dict (or one dataset from `fu.data.to_tf_dataset(..., attention=True)`) serves them all.
     """
     names = [t.name for t in model.inputs]
-    spec = dataset.element_spec
+    if isinstance(data, dict):
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise ValueError(f"model_inputs: model {model.name!r} needs inputs {names}; the "
+                             f"dict has {sorted(data)} (missing {missing})")
+        return data[names[0]] if len(names) == 1 else {n: data[n] for n in names}
+    spec = data.element_spec
     x_spec = spec[0] if isinstance(spec, tuple) else spec
     if not isinstance(x_spec, dict):
         raise ValueError(f"model_inputs: the dataset must yield ({{name: tensor}}, y) batches "
@@ -406,8 +408,8 @@ def model_inputs(dataset, model):
         raise ValueError(f"model_inputs: model {model.name!r} needs inputs {names}; the "
                          f"dataset has {sorted(x_spec)} (missing {missing})")
     if len(names) == 1:
-        return dataset.map(lambda x, *rest: (x[names[0]], *rest))
-    return dataset.map(lambda x, *rest: ({n: x[n] for n in names}, *rest))
+        return data.map(lambda x, *rest: (x[names[0]], *rest))
+    return data.map(lambda x, *rest: ({n: x[n] for n in names}, *rest))
 
 
 # --- interpretation --------------------------------------------------------------------------
