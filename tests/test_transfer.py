@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 
 import keras
 import numpy as np
@@ -295,3 +296,114 @@ def test_a_cife_shaped_folder_loads_and_fine_tunes_from_a_fer_model(run_folder, 
     result = train.fit_classifier(start.model, train_set, val_set, epochs=1, batch_size=8,
                                   verbose=0)
     assert result.path == "cached" and result.model.input_shape == (None, *SHAPE)
+
+
+# --- `python -m fer_utils train --init-from`, end to end ----------------------------------
+
+
+def _cli(args, workdir, **env):
+    """`python -m fer_utils ARGS` in `workdir`, ci profile, built-in set unless `env` says."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    full = dict(os.environ, FER_PROFILE="ci", FER_DATASET="synthetic", FER_WEIGHTS="none",
+                FER_DATA_DIR=str(workdir / "data"), FER_LOG_DIR=str(workdir / "logs"),
+                TF_CPP_MIN_LOG_LEVEL="2", MPLBACKEND="Agg",
+                PYTHONPATH=os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH"))
+                                           if p))
+    full.update(env)
+    return subprocess.run([sys.executable, "-m", "fer_utils", *map(str, args)], cwd=workdir,
+                          env=full, capture_output=True, text=True, timeout=600)
+
+
+# TensorFlow's own native log lines (its oneDNN banner through absl), printed while it loads
+# whatever the log level; the kit's error is what follows them.
+_TF_NATIVE_LOG = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|"
+                            r"[IWE]\d{4} [\d:.]+ +\d+ \w+\.cc:\d+\])")
+
+
+def _one_line_error(result, *words):
+    """Exit status 1 and one `error:` line naming every word (TensorFlow's banner aside)."""
+    assert result.returncode == 1, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines()
+             if line.strip() and not _TF_NATIVE_LOG.match(line)]
+    assert len(lines) == 1 and lines[0].startswith("error:"), lines
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+def _write_other_classes(root, per_class=12, classes=("calm", "tense", "smiling")):
+    """A small folder of 48 px grey faces in three classes the source never had."""
+    rng = np.random.default_rng(3)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(
+                root / name / f"p{i % 6:02d}_{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory):
+    """A 1-epoch `train` on the built-in set, then `train --init-from` it on other classes."""
+    workdir = tmp_path_factory.mktemp("cli_transfer")
+    source = workdir / "source-run"
+    result = _cli(["train", "--out", source, "--epochs", "1", "--tta", "off",
+                   "--precision", "fp32"], workdir)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = _write_other_classes(workdir / "my_faces")
+    tuned = workdir / "tuned-run"
+    result = _cli(["train", "--init-from", source, "--out", tuned, "--epochs", "1",
+                   "--tta", "off", "--precision", "fp32"], workdir,
+                  FER_DATASET=f"folder:{folder}", FER_GROUPS=r"p(\d+)_")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, source, folder, tuned, result
+
+
+def test_train_init_from_a_run_records_the_source_in_meta_json(cli_runs):
+    workdir, source, folder, tuned, result = cli_runs
+    source_meta = json.loads((source / "meta.json").read_text())
+    meta = json.loads((tuned / "meta.json").read_text())
+    record = meta["init_from"]
+    assert record["path"] == str(source.resolve())
+    assert record["sha256"] == hashlib.sha256((source / "model.keras").read_bytes()).hexdigest()
+    assert record["dataset"] == source_meta["dataset"] == "synthetic"
+    assert record["class_names"] == source_meta["class_names"] == list(data.EXPRESSIONS)
+    assert record["new_classes"] == meta["class_names"] == ["calm", "smiling", "tense"]
+    assert record["mode"] == "last-block" and record["head"] == "new"
+    assert f"init_from {source.resolve()}" in result.stdout
+    model = keras.saving.load_model(tuned / "model.keras")
+    assert model.output_shape == (None, 3) and model.input_shape == (None, 48, 48, 1)
+    # the trunk came from the source: its first conv kernel, untouched (block 1 is frozen)
+    before = keras.saving.load_model(source / "model.keras")
+    np.testing.assert_array_equal(model.get_layer("block1_conv1").get_weights()[0],
+                                  before.get_layer("block1_conv1").get_weights()[0])
+    assert "test_macro_f1" in meta and meta["test_faces"] > 0
+
+
+def test_train_init_from_errors_are_one_line(cli_runs, tmp_path):
+    workdir, source, folder, _, _ = cli_runs
+    env = {"FER_DATASET": f"folder:{folder}"}
+    missing = tmp_path / "no-such-run"
+    _one_line_error(_cli(["train", "--init-from", missing, "--out", tmp_path / "a"], workdir,
+                         **env), str(missing), "does not exist")
+    text = tmp_path / "notes.keras"
+    text.write_text("not a model")
+    _one_line_error(_cli(["train", "--init-from", text, "--out", tmp_path / "b"], workdir,
+                         **env), "notes.keras", "not a Keras model")
+    plain = tmp_path / "plain.keras"  # a model without the kit's blockN_ conv trunk
+    keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Conv2D(2, 3, name="conv"),
+                      keras.layers.Flatten(name="flat"), keras.layers.Dense(3, name="out")]
+                     ).save(plain)
+    _one_line_error(_cli(["train", "--init-from", plain, "--out", tmp_path / "c"], workdir,
+                         **env), "plain.keras", "no conv blocks")
+    _one_line_error(_cli(["train", "--init-from", source, "--size", "64", "--out",
+                          tmp_path / "d"], workdir, **env), "--size 64", "48×48")
+    # the source's own head kept for another number of classes: one line naming both
+    with pytest.raises(transfer.TransferError) as excinfo:
+        transfer.init_from(source, 3, head="keep", class_names=("calm", "smiling", "tense"))
+    _error(excinfo, str(source), "[7] outputs", "3 classes")
