@@ -19,8 +19,11 @@ def load_settings():
 
 def quiet_tensorflow() -> None:
     """Keep TensorFlow's C++ and Python logging to errors (set before importing it)."""
+    from .. import _stderr_held
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    with _stderr_held(True):  # oneDNN's and absl's banner; replayed if the import fails
+        import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
     try:
