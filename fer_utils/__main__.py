@@ -494,7 +494,7 @@ def _fit_train(args, opts: dict, strategy, model, parts, out: Path) -> dict:
         def pipeline(part, shuffle, augment=False):
             """One part of the split as global batches for the workers."""
             return train.classifier_batches(model, part, global_batch, shuffle, opts["seed"],
-                                            augment, opts["preprocess"])
+                                            augment)
 
         log_dir = out if _is_chief(strategy) else \
             out / "workers" / f"worker-{strategy.cluster_resolver.task_id}"
@@ -513,7 +513,7 @@ def _fit_train(args, opts: dict, strategy, model, parts, out: Path) -> dict:
             augment=opts["augment"], precision=args.precision, class_weight=class_weight,
             run_name=out.name, log_dir=out.parent, seed=opts["seed"],
             verbose=1 if sys.stdout.isatty() else 2, minutes=opts["train_minutes"],
-            preprocess=opts["preprocess"], schedule=opts["schedule"])
+            schedule=opts["schedule"])
     return {"history": result.history, "seconds": result.seconds, "path": result.path,
             "reason": result.reason, "precision": result.precision,
             "images_per_second": round(result.images_per_second, 1),
@@ -527,7 +527,7 @@ def _probabilities(model, faces, opts: dict, mirror: bool = False):
 
     from . import train
 
-    batches = train.classifier_batches(model, faces, 256, preprocess=opts["preprocess"])
+    batches = train.classifier_batches(model, faces, 256)
     if mirror:
         batches = batches.map(lambda x, y: (tf.reverse(x, axis=[2]), y))
     return _predict_local(model, batches)
@@ -818,19 +818,10 @@ def _fit_multiworker(strategy, model, train_ds, val_ds, epochs: int, class_weigh
 
 
 def _load_any_model(path: Path):
-    """(model, meta) for a .keras file, a train --out folder, or a .tflite next to meta.json."""
-    from . import export, inference
-    from .models import layers  # noqa: F401  (registers the kit's layers, e.g. HorizontalFlip)
+    """(model, meta) for a .keras file, a train --out folder, or a .tflite file."""
+    from . import inference
 
-    if path.suffix == ".tflite":
-        if not path.is_file():
-            raise FileNotFoundError(f"model not found: {path}")
-        for candidate in inference.meta_candidates(path):
-            if candidate.is_file():
-                return export.TFLiteModel(path), inference.load_meta(candidate)
-        raise CliError(f"{path}: a .tflite model needs its meta.json next to it "
-                       f"(`{PROG} export` writes both)")
-    return inference.load_model(path)
+    return inference.load_any_model(path)
 
 
 def _output_names(paths, out: Path) -> list[str]:

@@ -143,6 +143,9 @@ class TFLiteModel:
         """Load the flat buffer once."""
         self.path = Path(path)
         self.interpreter = tflite_interpreter(self.path)
+        self.input_shape = tuple(int(v) for v in
+                                 self.interpreter.get_input_details()[0]["shape_signature"])
+        self.num_outputs = int(self.interpreter.get_output_details()[0]["shape"][-1])
 
     def __call__(self, x) -> np.ndarray:
         """Predict a float32 batch."""

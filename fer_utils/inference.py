@@ -2,9 +2,10 @@
 
 Photos are read with `fer_utils.data.read_image` (the loaders' reader and its checks), faces
 are found and cropped by `fer_utils.faces` following the crop convention measured on the
-training set and stored with the model (`meta.json`), and the crops are sent through the SAME
-`fer_utils.data.to_tf_dataset` conversion as the training batches (resize, channels,
-"scale" / "vgg" / raw preprocessing), so inference preprocesses exactly like training.
+training set (`meta.json`, or a default box crop without it), and the crops are resized and
+converted to the model's channels by the SAME `fer_utils.data.to_tf_dataset` code as the
+training batches. Every kit model preprocesses its raw pixels itself (its `preprocess`
+layer), so `meta.json` describes a model; it is not needed to predict.
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ from .faces import (ALIGN_POINTS, DEFAULT_BOX_SCALE, DEFAULT_MIN_SCORE, as_uint8
 
 __all__ = [
     "ALIGN_POINTS", "DEFAULT_BOX_SCALE", "DEFAULT_MIN_SCORE", "META_FILE", "crop_convention",
-    "make_meta", "save_meta", "load_meta", "load_model", "meta_candidates", "crop_faces",
+    "make_meta", "save_meta", "load_meta", "load_model", "load_any_model", "meta_candidates",
+    "crop_faces",
     "preprocess_faces", "predict_faces", "predict_image", "annotate", "probability_panel",
     "result_record",
 ]
 
 META_FILE = "meta.json"
-META_FORMAT = 1
+# 2: the model takes raw pixels and preprocesses them itself ("preprocess" only describes
+# its layer); 1 (older runs): the input pipeline applied "preprocess" before the model.
+META_FORMAT = 2
 PREPROCESS_CHOICES = ("scale", "vgg", None)
 
 
@@ -38,7 +42,8 @@ def make_meta(faces, input_size, channels: int, preprocess="scale", model_name: 
         faces: the training FaceSet (class names, image size, landmarks for the template).
         input_size: model input size (int or (h, w)).
         channels: model input channels (1 or 3).
-        preprocess: the `to_tf_dataset` preprocessing used in training ("scale", "vgg", None).
+        preprocess: the model's own preprocessing layer ("scale", "vgg"; None: none), recorded
+            for the reader: the model applies it to raw pixels itself.
         model_name: a short name of the architecture ("small", "vgg16").
         convention: a `crop_convention` dict; default: measured on `faces`.
         **extra: more JSON-ready fields to record (data set, profile, epochs, accuracy...).
@@ -107,19 +112,33 @@ def load_meta(path) -> dict:
 
 def _meta_from_model(model) -> dict:
     """Defaults for a model saved without meta.json (e.g. by a notebook): read its input shape."""
-    from .faceset import EXPRESSIONS
+    from .models.preprocess import preprocessing_of
 
     shape = model.input_shape
     if isinstance(shape, (list, dict)):
         raise ValueError("this model takes several inputs; `predict` needs a one-image model")
+    own = preprocessing_of(model)
+    if own is None:
+        raise ValueError(f"model {getattr(model, 'name', '')!r} has no preprocessing layer and "
+                         f"no meta.json says how its input was made: put its meta.json next to "
+                         f"it, or save a model that starts with `fu.models.Preprocess`")
     _, height, width, channels = shape
-    num_classes = int(model.output_shape[-1])
+    return _default_meta(height, width, channels, int(model.output_shape[-1]),
+                         getattr(model, "name", ""), own if own in ("scale", "vgg") else None)
+
+
+def _default_meta(height, width, channels, num_classes: int, name: str, preprocess) -> dict:
+    """The meta of a raw-pixel model known only by its shapes: FER2013's class names for 7
+    outputs, a box crop at its input size."""
+    from .faceset import EXPRESSIONS
+
     names = list(EXPRESSIONS) if num_classes == len(EXPRESSIONS) else \
         [f"class_{i}" for i in range(num_classes)]
-    return {"format": META_FORMAT, "model": getattr(model, "name", ""), "class_names": names,
+    return {"format": META_FORMAT, "model": name, "class_names": names,
             "input_size": [int(height), int(width)], "channels": int(channels),
-            "preprocess": "scale", "crop": crop_convention(size=height, channels=channels),
-            "note": "no meta.json was found: defaults assumed (0-1 scaling, box crop)"}
+            "preprocess": preprocess, "crop": crop_convention(size=height, channels=channels),
+            "note": "no meta.json was found: class names and a box crop assumed (the model "
+                    "preprocesses its raw pixels itself)"}
 
 
 def load_model(path):
@@ -130,7 +149,8 @@ def load_model(path):
 
     Returns:
         (keras.Model, meta dict). Without a meta.json next to the model, the meta is derived
-        from the model's input shape (0-1 scaling, FER2013-style box crop) and says so in "note".
+        from the model's input shape (FER2013's class names for 7 outputs, a box crop) and
+        says so in "note"; the model's own `preprocess` layer prepares its raw pixels.
     """
     path = Path(path)
     if path.is_dir():
@@ -154,11 +174,33 @@ def load_model(path):
     return model, _meta_from_model(model)
 
 
+def load_any_model(path):
+    """(model, meta) for a `.keras` file, a run folder or a `.tflite` file; meta.json optional.
+
+    A `.tflite` file the kit exported takes raw pixels like its Keras model; without a
+    meta.json its meta is read from its input and output shapes (and says so in "note").
+    """
+    from . import export
+    from .models import layers, preprocess  # noqa: F401  (registers the kit's layers)
+
+    path = Path(path)
+    if path.suffix != ".tflite":
+        return load_model(path)
+    runner = export.TFLiteModel(path)
+    for candidate in meta_candidates(path):
+        if candidate.is_file():
+            return runner, load_meta(candidate)
+    _, height, width, channels = (int(v) for v in runner.input_shape)
+    return runner, _default_meta(height, width, channels, runner.num_outputs, path.stem,
+                                 preprocess=None)
+
+
 def meta_candidates(model_path) -> list:
-    """Where a model's meta.json may be: `NAME.meta.json`, or `meta.json` beside `model.*`."""
+    """Where a model's meta.json may be: `NAME.meta.json`, or `meta.json` beside the files a
+    run or an export writes (`model.*`, the checkpoint `best.keras`)."""
     path = Path(model_path)
     candidates = [path.with_suffix(".meta.json")]
-    if path.stem == "model":  # the names `train` and `export` write
+    if path.stem in ("model", "best"):
         candidates.append(path.parent / META_FILE)
     return candidates
 
@@ -183,11 +225,13 @@ def _check_meta_fits(model, meta: dict, source) -> None:
 def preprocess_faces(crops, meta: dict) -> np.ndarray:
     """Turn uint8 crops into the model's input batch, through the training pipeline's own code.
 
-    The crops go through `fer_utils.data.to_tf_dataset` with the meta's input size, channels
-    and preprocessing, i.e. the very conversion the training batches went through.
+    The crops go through `fer_utils.data.to_tf_dataset` with the meta's input size and
+    channels, i.e. the very conversion the training batches went through: raw pixels (float
+    0-255) for the kit's models, which preprocess them themselves; a model of an older run
+    (meta format 1) gets the preprocessing its meta.json names.
 
     Args:
-        crops: uint8 N×h×w×C faces (from `crop_faces`, or faces of the data set itself).
+        crops: uint8 N×H×W×C faces (from `crop_faces`, or faces of the data set itself).
         meta: the model's meta dict (`load_model`).
 
     Returns:
@@ -203,14 +247,15 @@ def preprocess_faces(crops, meta: dict) -> np.ndarray:
     crops = to_channels(as_uint8_image(crops.reshape(-1, *crops.shape[2:]))
                          .reshape(crops.shape), int(meta["crop"].get("channels", crops.shape[-1])))
     height, width = meta["input_size"]
+    if len(crops) == 0:
+        return np.zeros((0, height, width, meta["channels"]), np.float32)
+    outside = meta["preprocess"] if meta.get("format", 1) < 2 else None
     faces = data.FaceSet(images=crops, labels=np.zeros(len(crops), np.int64),
                          class_names=tuple(meta["class_names"]), source="inference")
-    dataset = data.to_tf_dataset(faces, batch_size=max(1, len(crops)), shuffle=False,
+    dataset = data.to_tf_dataset(faces, batch_size=len(crops), shuffle=False,
                                  image_size=(height, width) if height != width else height,
-                                 channels=int(meta["channels"]), preprocess=meta["preprocess"])
-    batches = [np.asarray(x) for x, _ in dataset]
-    return np.concatenate(batches) if batches else np.zeros((0, height, width,
-                                                             meta["channels"]), np.float32)
+                                 channels=int(meta["channels"]), preprocess=outside)
+    return np.concatenate([np.asarray(x) for x, _ in dataset])
 
 
 def predict_faces(model, crops, meta: dict) -> np.ndarray:

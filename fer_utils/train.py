@@ -986,7 +986,7 @@ def split_frozen(model):
         if isinstance(layer, _RANDOM_LAYERS) or type(layer).__name__.startswith("Random"):
             raise ValueError(f"layer {layer.name!r} before the first trainable layer is random "
                              f"at every step, so its output cannot be computed once")
-    if first == 0:
+    if not any(layer.weights for layer in layers[:first]):  # e.g. only the preprocessing
         return None, model
     frozen = keras.Model(model.inputs, layers[first - 1].output, name=f"{model.name}_frozen")
     inputs = keras.Input(shape=tuple(layers[first - 1].output.shape[1:]), name="features")
@@ -1045,16 +1045,17 @@ def collapse_message(report: dict, where: str) -> str | None:
 
 @dataclasses.dataclass
 class _Inputs:
-    """How a classifier takes its images: size, channels, preprocessing, classes."""
+    """How a classifier takes its images: size, channels, classes (raw pixels, 0-255)."""
 
     size: tuple
     channels: int
-    preprocess: str
     num_classes: int
 
     @classmethod
-    def of(cls, model, preprocess: str) -> "_Inputs":
-        """Read them from the model (one image input, one softmax output)."""
+    def of(cls, model) -> "_Inputs":
+        """Read them from the model (one raw-pixel image input, one softmax output)."""
+        from .models.preprocess import check_takes_raw_pixels
+
         if len(model.inputs) != 1 or len(model.outputs) != 1:
             raise ValueError(f"fit_classifier trains a model with one image input and one "
                              f"softmax output; {model.name!r} has {len(model.inputs)} inputs "
@@ -1063,13 +1064,8 @@ class _Inputs:
         if len(shape) != 3 or None in shape or shape[2] not in (1, 3):
             raise ValueError(f"fit_classifier: the model's input must be H×W×C images with a "
                              f"fixed size and 1 or 3 channels, got {shape}")
-        if preprocess == "auto":
-            names = {layer.name for layer in model.layers}
-            preprocess = "vgg" if {"block4_conv3", "block5_conv3"} <= names else "scale"
-        if preprocess not in ("vgg", "scale", None):
-            raise ValueError(f"fit_classifier: preprocess must be 'auto', 'vgg', 'scale' or "
-                             f"None, got {preprocess!r}")
-        return cls(shape[:2], shape[2], preprocess, int(model.output_shape[-1]))
+        check_takes_raw_pixels(model, "fit_classifier")
+        return cls(shape[:2], shape[2], int(model.output_shape[-1]))
 
     def batches(self, faces, batch_size: int, shuffle: bool, seed: int, augment=False):
         """The faces as a tf.data pipeline of (images, labels) the model takes.
@@ -1083,7 +1079,7 @@ class _Inputs:
         full = augment is True or augment == "full"
         batches = data.to_tf_dataset(faces, batch_size=batch_size, shuffle=shuffle, seed=seed,
                                      image_size=self.size, channels=self.channels,
-                                     preprocess=self.preprocess, augment=full)
+                                     augment=full)
         if augment != "flip-shift":
             return batches
         from .augment import tf_flip_shift
@@ -1096,8 +1092,14 @@ class _Inputs:
             num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
+def _is_vgg(model) -> bool:
+    """True for a model holding VGG16's named conv layers."""
+    names = {layer.name for layer in _all_layers(model)}
+    return {"block4_conv3", "block5_conv3"} <= names
+
+
 def classifier_batches(model, faces, batch_size: int, shuffle: bool = False, seed: int = 0,
-                       augment=False, preprocess: str = "auto"):
+                       augment=False):
     """The faces as the (images, labels) batches `model` takes, as `fit_classifier` makes them.
 
     Args:
@@ -1107,13 +1109,12 @@ def classifier_batches(model, faces, batch_size: int, shuffle: bool = False, see
         shuffle: reshuffle every epoch.
         seed: seed of the order and of augmentation.
         augment: False, True / "full" or "flip-shift" (see `fit_classifier`).
-        preprocess: "scale", "vgg" or "auto" (see `fit_classifier`).
 
     Returns:
-        A tf.data.Dataset of (float images, int labels) batches.
+        A tf.data.Dataset of (raw-pixel float images, int labels) batches.
     """
     _check_fit_args(1, batch_size, None, "auto", augment, 1)
-    return _Inputs.of(model, preprocess).batches(faces, int(batch_size), shuffle, int(seed),
+    return _Inputs.of(model).batches(faces, int(batch_size), shuffle, int(seed),
                                                  augment=augment)
 
 
@@ -1192,8 +1193,7 @@ def _plan(model, train, val, augment: bool, cache, max_cache_mb: float, precisio
         if cache is True:
             raise
         return _Plan(False, str(error))
-    first = next(layer.name for layer in tail.layers
-                 if not isinstance(layer, keras.layers.InputLayer))
+    first = next(layer.name for layer in tail.layers if layer.weights)
     if frozen is None:
         if cache is True:
             raise ValueError(f"cache=True, but nothing of {model.name!r} is frozen")
@@ -1300,8 +1300,7 @@ def fit_classifier(model, train, val=None, *, epochs: int, batch_size: int = 32,
                    learning_rate: float | None = None, optimizer=None, augment=False,
                    precision: str = "float32", class_weight=None, run_name: str | None = None,
                    log_dir=None, callbacks=None, monitor: str | None = None, seed: int = 0,
-                   verbose: int = 1, minutes: float | None = None, preprocess: str = "auto",
-                   cache="auto", max_cache_mb: float = 2048,
+                   verbose: int = 1, minutes: float | None = None, cache="auto", max_cache_mb: float = 2048,
                    schedule: str | None = None) -> FitResult:
     """Train a classifier on uint8 faces: the kit's one training entry point.
 
@@ -1316,14 +1315,16 @@ def fit_classifier(model, train, val=None, *, epochs: int, batch_size: int = 32,
     one class takes more than 90 % of the validation predictions.
 
     Args:
-        model: a Keras classifier: one H×W×C image input, one softmax output (sparse labels).
+        model: a Keras classifier: one H×W×C raw-pixel image input (it starts with its own
+            preprocessing layer, as every `fu.models` builder's model does), one softmax
+            output (sparse labels).
         train: FaceSet, or (uint8 images N×H×W×C, labels). Faces are resized and converted
             to the model's input size and channels per batch (`fu.data.to_tf_dataset`).
         val: optional validation FaceSet or pair: per-epoch validation and the final report.
         epochs: training epochs.
         batch_size: images per step.
-        learning_rate: Adam's rate when `optimizer` is None; default 1e-4 for VGG input
-            (fine-tuning) and 1e-3 otherwise.
+        learning_rate: Adam's rate when `optimizer` is None; default 1e-4 for a model with
+            VGG16's layers (fine-tuning) and 1e-3 otherwise.
         optimizer: a Keras optimizer instead (e.g. `layerwise_optimizer(...)`).
         augment: augmentation of every batch, on the full path: False (none), True or
             "full" (`fu.augment.tf_random_augment`: pixel ops, rotation, shift) or
@@ -1344,8 +1345,6 @@ def fit_classifier(model, train, val=None, *, epochs: int, batch_size: int = 32,
         minutes: wall-clock budget (feature caching included): training stops after the
             epoch when one more epoch would end past it, or, with schedule="cosine", when the
             time is up (the output says so); None: no budget.
-        preprocess: the input pipeline's "vgg" or "scale"; "auto": "vgg" for a model with
-            VGG16's layer names, else "scale".
         cache: "auto" (choose as above), True (require the cached path) or False (full path).
         max_cache_mb: memory allowed for the frozen part's output ("auto" mode).
         schedule: None (constant rate) or "cosine": `CosineDecayToBudget`, a cosine from the
@@ -1361,7 +1360,7 @@ def fit_classifier(model, train, val=None, *, epochs: int, batch_size: int = 32,
     started = time.perf_counter()
     _check_fit_args(epochs, batch_size, minutes, cache, augment, max_cache_mb, schedule,
                     class_weight)
-    inputs = _Inputs.of(model, preprocess)
+    inputs = _Inputs.of(model)
     train_faces = _as_faces(train, "train", inputs.num_classes)
     val_faces = _as_faces(val, "val", inputs.num_classes)
     chosen, why = resolve_precision(precision)
@@ -1375,7 +1374,7 @@ def fit_classifier(model, train, val=None, *, epochs: int, batch_size: int = 32,
                               monitor or ("val_loss" if val_faces is not None else "loss"))
     if optimizer is None:
         optimizer = keras.optimizers.Adam(learning_rate or (
-            1e-4 if inputs.preprocess == "vgg" else 1e-3))
+            1e-4 if _is_vgg(model) else 1e-3))
     if schedule == "cosine":
         budget = [CosineDecayToBudget(float(np.asarray(optimizer.learning_rate)), minutes,
                                       started, bool(verbose))]

@@ -38,7 +38,8 @@ def model_dir(workdir):
     import keras
 
     inputs = keras.Input((48, 48, 1))
-    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    x = fu.models.Preprocess("scale")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(x))
     model = keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(x))
     out = workdir / "model"
     out.mkdir()

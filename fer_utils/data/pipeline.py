@@ -186,7 +186,7 @@ def _batch_maker(fs: FaceSet, plan: _Plan):
 
 def to_tf_dataset(fs: FaceSet, batch_size: int = 32, shuffle: bool = True, seed: int | None = None,
                   image_size=None, channels: int | None = None, target: str = "label",
-                  augment: bool = False, balanced: bool = False, preprocess: str | None = "scale",
+                  augment: bool = False, balanced: bool = False, preprocess: str | None = None,
                   attention: bool = False, repeat: bool = False, drop_remainder: bool = False):
     """A tf.data.Dataset of (x, y) batches that keeps the faces uint8 until each batch is built.
 
@@ -203,8 +203,10 @@ def to_tf_dataset(fs: FaceSet, batch_size: int = 32, shuffle: bool = True, seed:
         augment: random augmentation per batch via `fer_utils.augment.tf_random_augment`
             (landmarks move with the image).
         balanced: draw every batch evenly across the classes (infinite: give steps_per_epoch).
-        preprocess: "scale" (0-1), "vgg" (`keras.applications.vgg16.preprocess_input`: RGB →
-            BGR minus the ImageNet means; see `vgg_preprocess`) or None (float 0-255).
+        preprocess: None (default: raw pixels, float 0-255, what every `fu.models` model
+            takes: the model preprocesses them itself), "scale" (0-1) or "vgg"
+            (`keras.applications.vgg16.preprocess_input`: RGB → BGR minus the ImageNet means;
+            see `vgg_preprocess`), for models without their own preprocessing layer.
         attention: x becomes {"image", "attention" B×H×W×1, "centers" B×20×2 in [0, 1]} from
             the (augmented, resized) landmarks via `fer_utils.attention`.
         repeat: repeat forever (balanced sets always repeat).

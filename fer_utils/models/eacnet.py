@@ -9,7 +9,7 @@ reuses the layers of the kit's one VGG trunk (`fer_utils.models.vgg.vgg16_base`,
 `width=1/8` they use the compact trunk (same five groups, fewer channels, from scratch).
 
 Inputs (all builders name them, so a tf.data dict {"image", "attention", "centers"} feeds them):
-  image: N×H×W×C float images (preprocessed the way the weights expect);
+  image: N×H×W×C raw pixels, float 0-255 (the model's `preprocess` layer converts them);
   attention: N×H×W×1 maps in [0, 1] (`fer_utils.attention.attention_map`);
   centers: N×20×2 AU centres (x, y) relative to the image, 0-1 (`tf_attention_inputs`).
 """
@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from .layers import NUM_CENTERS, AttentionEnhance, RegionCrops, RegionNets
+from .preprocess import Preprocess
 from .vgg import (VGG16_CONV_LAYERS, call_trunk, check_trainable_from, freeze_before,
                   vgg16_base)
 
@@ -120,7 +121,8 @@ def _trunk(input_shape, weights, width, enhance: bool, fusion: str = "residual")
             group4.append(x)
         return x
 
-    x = call_trunk(base, image, after=fuse)
+    # Raw pixels -> VGG's input, inside the model (so a saved model takes raw pixels).
+    x = call_trunk(base, Preprocess("vgg", name="preprocess")(image), after=fuse)
     return inputs, x, group4[0], base.weights_status
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 
+from .preprocess import Preprocess
+
 # The output layers compute in float32 even under a mixed-precision policy (Keras' advice:
 # a softmax or sigmoid in float16/bfloat16 loses precision).
 
@@ -186,7 +188,8 @@ def small_cnn(input_shape=(48, 48, 1), num_classes: int = 7, filters=(32, 64, 12
     `small_cnn(**SMALL_RECIPE)` is the recipe of `python -m fer_utils train --model small`.
 
     Args:
-        input_shape: (height, width, channels) of the input, channels 1 or 3; pixels in [0, 1].
+        input_shape: (height, width, channels) of the input, channels 1 or 3; raw pixels 0-255
+            (the first layer, "preprocess", scales them to 0-1).
         num_classes: number of outputs (7 expressions by default).
         filters: output channels of each conv block (each block ends in a 2×2 max-pool).
         kernel: "3x3x2" (two 3×3 convs per block), "5x5" (one 5×5 conv per block; same
@@ -226,7 +229,8 @@ def small_cnn(input_shape=(48, 48, 1), num_classes: int = 7, filters=(32, 64, 12
     import keras
 
     inputs = keras.Input(shape=shape, name="image")
-    x = conv_trunk(inputs, filters, kernel, dropout, batch_norm, hidden_units, pooling=pooling,
+    x = Preprocess("scale", name="preprocess")(inputs)  # raw pixels 0-255 -> 0-1
+    x = conv_trunk(x, filters, kernel, dropout, batch_norm, hidden_units, pooling=pooling,
                    feature_dropout=feature_dropout)
     outputs = classification_head(x, num_classes, "predictions", HEADS[head])
     return keras.Model(inputs, outputs, name=name)
@@ -268,7 +272,8 @@ def expression_intensity_model(input_shape=(48, 48, 1), num_classes: int = 7,
     import keras
 
     inputs = keras.Input(shape=shape, name="image")
-    x = conv_trunk(inputs, filters, kernel, dropout, batch_norm, pooling=pooling)
+    x = Preprocess("scale", name="preprocess")(inputs)  # raw pixels 0-255 -> 0-1
+    x = conv_trunk(x, filters, kernel, dropout, batch_norm, pooling=pooling)
     outputs = {
         "expression": classification_head(x, num_classes, "expression"),
         "intensity": regression_head(x, "intensity", intensity_activation),
@@ -304,7 +309,8 @@ def au_model(input_shape=(48, 48, 1), num_aus: int = 12, filters=(32, 64, 128),
     import keras
 
     inputs = keras.Input(shape=shape, name="image")
-    x = conv_trunk(inputs, filters, kernel, dropout, batch_norm, pooling=pooling)
+    x = Preprocess("scale", name="preprocess")(inputs)  # raw pixels 0-255 -> 0-1
+    x = conv_trunk(x, filters, kernel, dropout, batch_norm, pooling=pooling)
     outputs = multilabel_head(x, num_aus, "aus")
     return keras.Model(inputs, outputs, name=name)
 

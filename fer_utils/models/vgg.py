@@ -7,9 +7,10 @@ model of the kit has the same conv groups, names and weights. A compact trunk (`
 the same five groups with an eighth of the channels, batch-normalised) trains from scratch on
 a laptop.
 
-The models take VGG-preprocessed input (RGB -> BGR, ImageNet channel means subtracted, 0-255
-scale), exactly like `keras.applications.VGG16`: the input pipeline makes it, e.g.
-`fu.data.to_tf_dataset(faces, image_size=96, channels=3, preprocess="vgg")`.
+The classifier takes raw pixels (float 0-255): its first layer, `Preprocess("vgg")`, makes
+VGG's input (RGB -> BGR, ImageNet channel means subtracted), so a saved model predicts without
+any outside preprocessing. The bare trunk (`vgg16_base`) takes VGG-preprocessed input, like
+`keras.applications.VGG16`.
 Training (cached frozen features, precision, checkpoints) is `fer_utils.train.fit_classifier`.
 """
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from .. import config
 from ..config import IMAGENET_NOTOP_FILE, imagenet_weights_path
+from .preprocess import Preprocess
 
 __all__ = [
     "VGG16_BASE_WEIGHTS", "VGG16_CONV_LAYERS", "VGG16_LAYERS", "IMAGENET_NOTOP_FILE",
@@ -173,30 +175,54 @@ def _check_width(width, weights) -> float:
     return float(width)
 
 
-def _narrowed(base, width: float):
-    """The compact trunk: every conv with `width` times its filters (at least 4), and a batch
-    normalisation of its input (`<conv>_bn`), so that 13 convolutions train from scratch.
+# VGG16's channels per conv group (block1 ... block5).
+_GROUP_FILTERS = (64, 128, 256, 512, 512)
 
-    Without it the stack of 13 ReLU convolutions (Glorot-initialised, as in Keras' VGG16)
-    stalls at the loss of the label prior for epochs when trained from scratch. Normalising
-    each conv's INPUT keeps every named VGG layer's output what it is in VGG16 (a conv's ReLU
-    output), so E-Net fuses its map and Grad-CAM reads `block4_conv3` at the same place.
+
+def _trunk_layers_on(x, width: float):
+    """The compact trunk: VGG16's conv groups on tensor `x` with `width` times the channels
+    (at least 4), and every conv's INPUT batch-normalised (`<conv>_bn`), so that 13
+    convolutions train from scratch: without it the stack of 13 ReLU convolutions (Glorot-
+    initialised, as in Keras' VGG16) stalls at the loss of the label prior for epochs.
+    Normalising the input keeps every named VGG layer's output what it is in VGG16 (a conv's
+    ReLU output), so E-Net fuses its map and Grad-CAM reads `block4_conv3` at the same place.
     """
-    first = base.layers[0]
-    inputs = keras.Input(shape=base.inputs[0].shape[1:], name=first.name)
-    x = inputs
-    for layer in base.layers[1:]:
-        config = layer.get_config()
-        if isinstance(layer, keras.layers.Conv2D):
-            config["filters"] = max(4, int(round(config["filters"] * width)))
-            x = keras.layers.BatchNormalization(name=f"{layer.name}_bn")(x)
-        x = layer.__class__.from_config(config)(x)
-    return keras.Model(inputs, x, name=base.name)
+    for name in VGG16_LAYERS:
+        group = int(name[5])
+        if name.endswith("_pool"):
+            x = keras.layers.MaxPooling2D(2, strides=2, name=name)(x)
+            continue
+        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+        filters = max(4, int(round(_GROUP_FILTERS[group - 1] * width)))
+        x = keras.layers.Conv2D(filters, 3, activation="relu", padding="same", name=name)(x)
+    return x
+
+
+def _trunk_on(inputs, x, weights, width: float):
+    """The VGG trunk's layers on tensor `x` (VGG-preprocessed input), with their weights:
+    `keras.applications.VGG16(input_tensor=x)`, or the compact trunk below width 1.
+
+    Returns:
+        (the trunk as a Keras model from `inputs` (x's source) to `block5_pool`, weights status).
+    """
+    path, status = _resolve_weights(weights)
+    if width < 1:
+        status = f"random (compact trunk, width {width:g})"
+    if width == 1:
+        trunk = keras.applications.VGG16(include_top=False, weights=None, input_tensor=x)
+        if path is not None:
+            _load_weights(trunk, path)
+    else:
+        trunk = keras.Model(inputs, _trunk_layers_on(x, width), name="vgg16")
+    return trunk, status
 
 
 def vgg16_base(input_shape=(96, 96, 3), weights="imagenet", width: float = 1.0,
                name: str = "vgg16"):
     """The VGG16 conv base (`block1_conv1` ... `block5_pool`) with its weights.
+
+    The base takes VGG-preprocessed input, as `keras.applications.VGG16` does; the kit's
+    models put a `Preprocess("vgg")` layer in front of it, so that they take raw pixels.
 
     Args:
         input_shape: (height, width, channels) of the VGG-preprocessed input; >= 32 px.
@@ -209,20 +235,15 @@ def vgg16_base(input_shape=(96, 96, 3), weights="imagenet", width: float = 1.0,
         name: the model's name.
 
     Returns:
-        `keras.applications.VGG16(include_top=False)` (or its narrowed copy);
-        `model.weights_status` says which weights were loaded ("imagenet", "file:NAME" or
-        "random (...)").
+        The trunk, layer for layer `keras.applications.VGG16(include_top=False)` (or its
+        narrowed version); `model.weights_status` says which weights were loaded
+        ("imagenet", "file:NAME" or "random (...)").
     """
     shape = _check_shape(input_shape)
     width = _check_width(width, weights)
     _check_weights(weights, shape)
-    path, status = _resolve_weights(weights)
-    base = keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
-    if width < 1:
-        base = _narrowed(base, width)
-        status = f"random (compact trunk, width {width:g})"
-    elif path is not None:
-        _load_weights(base, path)
+    inputs = keras.Input(shape=shape, name="input_layer")
+    base, status = _trunk_on(inputs, inputs, weights, width)
     base.name = name
     base.weights_status = status
     return base
@@ -341,11 +362,11 @@ def vgg16_classifier(input_shape=(96, 96, 3), num_classes: int = 7, weights="ima
     The source's recipe is `trainable_from="block5_conv1"` (conv1-4 frozen, conv5 trains)
     with `head=(4096, 2048)`, `pooling="flatten"` (fc6, fc7) and a 7-way softmax (fc8). The
     default head is lighter (global average pooling, one 2048-unit layer) so that it works at
-    any input size. Grey 48 px faces are made 3-channel and resized by the input pipeline
-    (`fu.data.to_tf_dataset(..., image_size=96, channels=3, preprocess="vgg")`).
+    any input size. The model takes raw pixels (0-255); grey 48 px faces are made 3-channel
+    and resized by the input pipeline (`fu.data.to_tf_dataset(..., image_size=96, channels=3)`).
 
     Args:
-        input_shape: (height, width, channels) of the VGG-preprocessed input; >= 32 px.
+        input_shape: (height, width, channels) of the raw-pixel input; >= 32 px.
         num_classes: number of classes of the softmax output (>= 2).
         weights: "imagenet", None / "none" or a path to VGG16 notop weights (`vgg16_base`).
         trainable_from: first trainable layer. "auto": `block5_conv1` with pretrained weights
@@ -367,11 +388,15 @@ def vgg16_classifier(input_shape=(96, 96, 3), num_classes: int = 7, weights="ima
     shape = _check_shape(input_shape, who)
     check_trainable_from(trainable_from, VGG16_LAYERS + ("head",), who)
     units = _check_head(num_classes, head, dropout, pooling)
-    base = vgg16_base(shape, weights=weights, width=width)
+    width = _check_width(width, weights)
+    _check_weights(weights, shape)
 
     inputs = keras.Input(shape=shape, name="image")
-    # Blocks 1-5: the trunk's layers (and weights), in order.
-    x = call_trunk(base, inputs)
+    # Raw pixels -> VGG's input (RGB -> BGR minus the ImageNet means), inside the model.
+    x = Preprocess("vgg", name="preprocess")(inputs)
+    # Blocks 1-5: VGG16's layers built on x, with their weights.
+    trunk, status = _trunk_on(inputs, x, weights, width)
+    x = trunk.output
     # Head: pooling, hidden fully connected layers (fc6, fc7, ...), softmax (fc8 in the source).
     if pooling == "flatten":
         x = keras.layers.Flatten(name="flatten")(x)
@@ -385,8 +410,8 @@ def vgg16_classifier(input_shape=(96, 96, 3), num_classes: int = 7, weights="ima
             x = keras.layers.Dropout(float(dropout), name=f"drop{6 + i}")(x)
     outputs = keras.layers.Dense(int(num_classes), activation="softmax", name="predictions")(x)
     model = keras.Model(inputs, outputs, name=name)
-    model.weights_status = base.weights_status
-    freeze_before(model, trainable_from, base.weights_status, "block5_conv1", who, verbose)
+    model.weights_status = status
+    freeze_before(model, trainable_from, status, "block5_conv1", who, verbose)
     return model
 
 
