@@ -8,7 +8,9 @@ Adam 1e-4, batch 32, random weights: `weights=None`, as the recipe always uses):
     WITHOUT its augmentation layers (`tfdocs_recipe.py FOLDER SIZE EPOCHS noaug`), both fp32;
 (b) kit fp32 with on-the-fly augmentation (full path: every layer every step) against the
     recipe as it is (RandomFlip + RandomRotation layers), both fp32;
-(c) kit bfloat16 on the cached path, a row of its own (the recipe has no bf16 variant).
+(c) kit bfloat16 on the cached path, a row of its own (the recipe has no bf16 variant), only
+    on a CPU that computes bfloat16 natively (not under ONEDNN_MAX_CPU_ISA=AVX2, which makes
+    an AVX-512 machine compute like an AVX2-only laptop).
 
 The faces are the kit's built-in ones, rendered once and written as grey PNGs into one
 temporary folder that both read. Each contender runs in a fresh Python process, back to back
@@ -26,7 +28,10 @@ cached path pays blocks 1-4 once, so its advantage grows with the epochs (at 96 
 take about 5.1 GFLOP per image forward, block 5 about 1.5 GFLOP forward + backward: at best
 E × 6.6 / (5.1 + E × 1.5): 2.1x for 3 epochs, 2.6x for 5, 3.8x for 20).
 
+The first line names the CPU (model, vector instructions, bf16 or not): the figures depend on it.
+
 Usage: python benchmarks/bench_finetune.py [--images 600] [--size 96] [--epochs 5]
+       ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/bench_finetune.py   # as on an AVX2-only CPU
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = (ROOT / ".." / "shared" / "bench" / "tfdocs_recipe.py").resolve()
+RECIPE = ROOT / "benchmarks" / "tfdocs_recipe.py"  # the TF-docs recipe, run unchanged
 
 _KIT_RUNNER = r"""
 import json, os, sys, time
@@ -136,6 +141,10 @@ def main(argv=None) -> dict:
         raise SystemExit(f"the reference recipe {RECIPE} is missing")
     sys.path.insert(0, str(ROOT))
     import fer_utils as fu
+    from fer_utils.cpu import cpu_description, cpu_model, cpu_supports_bf16
+
+    bf16 = cpu_supports_bf16()
+    print(f"CPU: {cpu_model()} ({cpu_description()}); {os.cpu_count()} cores", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="fer_bench_") as tmp:
         t0 = time.perf_counter()
@@ -150,13 +159,15 @@ def main(argv=None) -> dict:
                 ("recipe_noaug", "recipe, no augmentation layers",
                  lambda: run_recipe(folder, args.size, args.epochs, augment=False)),
                 ("kit_cached", "kit, cached path",
-                 lambda: run_kit(folder, args.size, args.epochs, "float32", augment=False)),
+                 lambda: run_kit(folder, args.size, args.epochs, "fp32", augment=False)),
                 ("recipe_aug", "recipe as it is (augmentation layers)",
                  lambda: run_recipe(folder, args.size, args.epochs, augment=True)),
                 ("kit_aug", "kit, on-the-fly augmentation",
-                 lambda: run_kit(folder, args.size, args.epochs, "float32", augment=True)),
+                 lambda: run_kit(folder, args.size, args.epochs, "fp32", augment=True)),
                 ("kit_bf16", "kit, cached path, bfloat16",
-                 lambda: run_kit(folder, args.size, args.epochs, "bfloat16", augment=False))):
+                 lambda: run_kit(folder, args.size, args.epochs, "bf16", augment=False))):
+            if key == "kit_bf16" and not bf16:
+                continue
             t1 = time.perf_counter()
             runs[key] = call()
             print(f"  {label}: {runs[key]['images_per_second']:.1f} img/s "
@@ -164,30 +175,33 @@ def main(argv=None) -> dict:
 
     a = runs["kit_cached"]["images_per_second"] / runs["recipe_noaug"]["images_per_second"]
     b = runs["kit_aug"]["images_per_second"] / runs["recipe_aug"]["images_per_second"]
-    c = runs["kit_bf16"]["images_per_second"] / runs["recipe_noaug"]["images_per_second"]
     none = "none (random)"
     rows = [
-        ("a", "TF-docs recipe, noaug", none, "float32", "no", "whole VGG16 every step",
+        ("a", "TF-docs recipe, noaug", none, "fp32", "no", "whole VGG16 every step",
          f"{runs['recipe_noaug']['images_per_second']:.1f}", "1.00x", "-"),
-        ("a", "kit fit_classifier", none, "float32", "no", runs["kit_cached"]["path"],
+        ("a", "kit fit_classifier", none, "fp32", "no", runs["kit_cached"]["path"],
          f"{runs['kit_cached']['images_per_second']:.1f}", f"{a:.2f}x",
          f"{runs['kit_cached']['whole_call']:.1f} img/s"),
-        ("b", "TF-docs recipe", none, "float32", "flip + rotation layers",
+        ("b", "TF-docs recipe", none, "fp32", "flip + rotation layers",
          "whole VGG16 every step", f"{runs['recipe_aug']['images_per_second']:.1f}", "1.00x",
          "-"),
-        ("b", "kit fit_classifier", none, "float32", "fu.augment on the fly",
+        ("b", "kit fit_classifier", none, "fp32", "fu.augment on the fly",
          runs["kit_aug"]["path"], f"{runs['kit_aug']['images_per_second']:.1f}", f"{b:.2f}x",
          f"{runs['kit_aug']['whole_call']:.1f} img/s"),
-        ("c", "kit fit_classifier", none, "bfloat16", "no", runs["kit_bf16"]["path"],
-         f"{runs['kit_bf16']['images_per_second']:.1f}", f"{c:.2f}x vs (a) recipe",
-         f"{runs['kit_bf16']['whole_call']:.1f} img/s"),
     ]
+    if "kit_bf16" in runs:
+        c = runs["kit_bf16"]["images_per_second"] / runs["recipe_noaug"]["images_per_second"]
+        rows.append(("c", "kit fit_classifier", none, "bf16", "no", runs["kit_bf16"]["path"],
+                     f"{runs['kit_bf16']['images_per_second']:.1f}", f"{c:.2f}x vs (a) recipe",
+                     f"{runs['kit_bf16']['whole_call']:.1f} img/s"))
     print(f"\nVGG16 + global average pooling + softmax, block 5 and the softmax trained, "
           f"{args.images} faces at {args.size} px, {args.epochs} epochs, batch 32, Adam 1e-4, "
           f"blocks 1-4 frozen with random weights (weights=None)")
     print(_table(rows))
     print(f"(a) kit cached / recipe without augmentation, fp32: {a:.2f}x (goal >= 2x)")
     print(f"(b) kit augmented / recipe with augmentation, fp32: {b:.2f}x (goal >= 1x)")
+    if not bf16:
+        print(f"(c) no bfloat16 row: this CPU has no native bfloat16 ({cpu_description()})")
     print(f"the kit read the PNG folder into memory once in "
           f"{runs['kit_cached']['load_seconds']:.1f} s (not in its img/s; the recipe decodes "
           f"the PNGs every epoch inside its figure)")

@@ -10,15 +10,16 @@ import contextlib
 import importlib
 import os
 import sys
+import tempfile
 import warnings
 
 from .config import Settings, SettingsError, get_settings
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("attention", "augment", "bench", "config", "data", "export", "faces", "faceset",
-               "inference", "labelling", "legacy", "metrics", "models", "plots", "synth",
-               "train")
+_SUBMODULES = ("attention", "augment", "bench", "camera", "config", "cpu", "data", "export",
+               "faces", "faceset", "inference", "labelling", "legacy", "metrics", "models",
+               "photo_folder", "plots", "synth", "synth_clip", "tracking", "train", "video")
 
 __all__ = ["Settings", "SettingsError", "get_settings", "setup", *_SUBMODULES]
 
@@ -33,22 +34,27 @@ def __getattr__(name: str):
 
 
 @contextlib.contextmanager
-def _stderr_silenced(active: bool):
-    """Hide C-level stderr while TensorFlow loads (its oneDNN/absl banner ignores log levels)."""
+def _stderr_held(active: bool):
+    """Hold back C-level stderr while TensorFlow loads (its oneDNN/absl banner ignores log
+    levels); if the import fails, what it wrote is replayed, so a native error stays visible."""
     if not active:
         yield
         return
     sys.stderr.flush()
     saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            try:
-                yield
-            finally:
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
+    with tempfile.TemporaryFile(mode="w+b") as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            sys.stderr.flush()
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def setup(seed: int | None = None, quiet: bool = True, plots: bool = True,
@@ -72,7 +78,7 @@ def setup(seed: int | None = None, quiet: bool = True, plots: bool = True,
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.log_dir.mkdir(parents=True, exist_ok=True)
 
-    with _stderr_silenced(quiet and "tensorflow" not in sys.modules):
+    with _stderr_held(quiet and "tensorflow" not in sys.modules):
         import tensorflow as tf
     import keras
 

@@ -12,10 +12,11 @@ import time
 
 import numpy as np
 
+from .config import PRECISIONS
+
 __all__ = ["WHAT", "run", "bench_generate", "bench_augment", "bench_train", "train_benchmark"]
 
 WHAT = ("all", "generate", "augment", "train")
-PRECISIONS = ("fp32", "bf16", "auto", "float32", "bfloat16")
 
 
 def _positive(name: str, value, allow_none: bool = True):
@@ -63,7 +64,7 @@ def bench_augment(images: int | None = None, size: int | None = None, seed: int 
 
 
 def train_benchmark(train, val, size: int, epochs: int, batch_size: int = 32, weights=None,
-                    precision: str = "float32", augment: bool = False, cache="auto",
+                    precision: str = "fp32", augment: bool = False, cache="auto",
                     callbacks=None, verbose: int = 0, seed: int = 0):
     """Fine-tune VGG16 block 5 + head with `fer_utils.train.fit_classifier`; a FitResult.
 
@@ -80,7 +81,7 @@ def train_benchmark(train, val, size: int, epochs: int, batch_size: int = 32, we
         epochs: training epochs.
         batch_size: images per step.
         weights: VGG16 weights ("imagenet", "none", a path); default: the FER_WEIGHTS setting.
-        precision: "float32", "bfloat16" or "auto" (`fit_classifier`).
+        precision: "fp32", "bf16" or "auto" (`fit_classifier`).
         augment: on-the-fly augmentation (full path).
         cache: `fit_classifier`'s cache choice ("auto", True, False).
         callbacks: Keras callbacks for the run (e.g. to time each epoch).
@@ -113,7 +114,7 @@ def train_benchmark(train, val, size: int, epochs: int, batch_size: int = 32, we
 
 
 def bench_train(data: str | None = None, size: int | None = None, epochs: int | None = None,
-                images: int | None = None, precision: str = "float32", augment: bool = False,
+                images: int | None = None, precision: str = "fp32", augment: bool = False,
                 verbose: int = 0) -> dict:
     """Time the VGG16 block 5 + head fine-tune on a data set and print `... N img/s`."""
     from . import config

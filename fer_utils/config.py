@@ -1,4 +1,4 @@
-"""Settings of the course kit: profiles, data set, weights and folders (design.md §3)."""
+"""Settings of the course kit: profiles, data set, weights and folders (the README's "Settings")."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import dataclasses
 import os
 import re
 from pathlib import Path
+
+from .cpu import cpu_description
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,6 +17,19 @@ WEIGHTS_CHOICES = ("imagenet", "none")
 DEFAULT_SEED = 1234
 # The ImageNet VGG16 weights file (no top) as keras.applications names it in the Keras cache.
 IMAGENET_NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+# The choices of the training recipe (`fer_utils.train`, `python -m fer_utils train`): here,
+# where the command line reads them without loading TensorFlow.
+MODELS = ("small", "vgg16")
+AUGMENTS = ("none", "flip-shift", "full")
+CLASS_WEIGHT_CHOICES = ("none", "balanced", "sqrt")
+TTA_CHOICES = ("auto", "on", "off")
+# What trains when a run starts from a trained model (`train --init-from`): the source notes'
+# recipe is "last-block" (the early blocks frozen, the last block and a new head train).
+FINE_TUNE_MODES = ("head", "last-block", "layerwise", "all")
+STRATEGIES = ("auto", "one", "mirrored", "multiworker")
+# One precision vocabulary for the whole kit; float32/bfloat16/float16 are accepted aliases.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 class SettingsError(ValueError):
@@ -72,7 +87,8 @@ class Settings:
         return Path(path) if path else None
 
     def banner(self) -> str:
-        """One line: TensorFlow version, devices, profile, data set, weights, seed."""
+        """One line: TensorFlow version, devices (and the CPU's vector instructions: whether
+        it has bfloat16), profile, data set, weights, seed."""
         try:
             import tensorflow as tf
 
@@ -81,9 +97,9 @@ class Settings:
         except ImportError:  # pragma: no cover - TensorFlow is a hard requirement
             devices, tf_version = "?", "not installed"
         groups = f" | groups: {self.groups}" if self.groups else ""
-        return (f"TensorFlow {tf_version} | devices: {devices} | profile: {self.profile.name} | "
-                f"dataset: {self.dataset}{groups} | weights: {self.weights_status()} | "
-                f"seed: {self.seed}")
+        return (f"TensorFlow {tf_version} | devices: {devices} ({cpu_description()}) | profile: "
+                f"{self.profile.name} | dataset: {self.dataset}{groups} | weights: "
+                f"{self.weights_status()} | seed: {self.seed}")
 
     def weights_status(self) -> str:
         """The weights setting and what it gives: "imagenet" only when the file is on disk."""

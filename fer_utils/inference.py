@@ -31,7 +31,8 @@ META_FILE = "meta.json"
 # 2: the model takes raw pixels and preprocesses them itself ("preprocess" only describes
 # its layer); 1 (older runs): the input pipeline applied "preprocess" before the model.
 META_FORMAT = 2
-PREPROCESS_CHOICES = ("scale", "vgg", None)
+# What a model does to its raw pixels first (format 2: its own layer; format 1: the pipeline).
+PREPROCESS_CHOICES = ("scale", "vgg", "rescaling", "normalization", None)
 
 
 def make_meta(faces, input_size, channels: int, preprocess="scale", model_name: str = "",
@@ -363,22 +364,32 @@ def probability_panel(probabilities: dict, colour=(0, 0, 0), font_scale: float =
     return panel
 
 
-def _place(box, panel_shape, canvas_shape, margin: int) -> tuple[int, int]:
-    """(x, y) for a panel beside the box: right of it, else left, below or above; when none
-    fits inside the photo, right of it (the canvas then grows)."""
+def _place(box, panel_shape, canvas_shape, margin: int, taken=()) -> tuple[int, int]:
+    """(x, y) for a panel beside the box: right of it, else left, below or above, preferring
+    a place that covers none of the `taken` rectangles (other faces, other panels); when no
+    free place fits inside the photo, right of it (the canvas then grows)."""
     x, y, w, h = box
     ph, pw = panel_shape[:2]
     height, width = canvas_shape[:2]
     top = int(np.clip(y, 0, max(0, height - ph)))
     left = int(np.clip(x, 0, max(0, width - pw)))
+    candidates = []
     if x + w + margin + pw <= width:
-        return x + w + margin, top
+        candidates.append((x + w + margin, top))
     if x - margin - pw >= 0:
-        return x - margin - pw, top
+        candidates.append((x - margin - pw, top))
     if y + h + margin + ph <= height and pw <= width:
-        return left, y + h + margin
+        candidates.append((left, y + h + margin))
     if y - margin - ph >= 0 and pw <= width:
-        return left, y - margin - ph
+        candidates.append((left, y - margin - ph))
+
+    def free(px, py):
+        return all(px + pw <= tx or tx + tw <= px or py + ph <= ty or ty + th <= py
+                   for tx, ty, tw, th in taken)
+
+    for px, py in candidates:
+        if free(px, py):
+            return px, py
     return max(0, x + w + margin), top
 
 
@@ -403,6 +414,7 @@ def annotate(image, results: list[dict], class_names=None) -> np.ndarray:
     thickness = max(1, int(round(min(height, width) / 250)))
     font_scale = max(0.4, min(height, width) / 700)
     panels = []
+    faces = [tuple(result["box"]) for result in results]
     for rank, result in enumerate(results):
         names = list(class_names or result["probabilities"])
         x, y, w, h = result["box"]
@@ -417,7 +429,10 @@ def annotate(image, results: list[dict], class_names=None) -> np.ndarray:
         probs = {n: result["probabilities"].get(n, 0.0) for n in names}
         panel = probability_panel(probs, colour, font_scale=0.8 * font_scale,
                                   thickness=max(1, thickness - 1))
-        panels.append((panel, _place((x, y, w, h), panel.shape, canvas.shape, 2 * thickness)))
+        taken = [f for f in faces if f != (x, y, w, h)] + [
+            (px, py, p.shape[1], p.shape[0]) for p, (px, py) in panels]
+        panels.append((panel, _place((x, y, w, h), panel.shape, canvas.shape, 2 * thickness,
+                                     taken)))
     grow_x = max([px + p.shape[1] - width for p, (px, _) in panels] + [0])
     grow_y = max([py + p.shape[0] - height for p, (_, py) in panels] + [0])
     if grow_x or grow_y:
@@ -426,3 +441,19 @@ def annotate(image, results: list[dict], class_names=None) -> np.ndarray:
     for panel, (px, py) in panels:
         canvas[py:py + panel.shape[0], px:px + panel.shape[1]] = panel
     return canvas
+
+
+# --- videos and folders: `inference.predict_video`, `inference.predict_folder` ---------------
+# They live in fer_utils.video, .camera and .photo_folder, which build on this module; they
+# are looked up on first use (PEP 562) so that importing this module does not import them.
+_ELSEWHERE = {"predict_video": "video", "predict_camera": "camera",
+              "predict_folder": "photo_folder"}
+
+
+def __getattr__(name: str):
+    """`predict_video`, `predict_camera` and `predict_folder`, from their own modules."""
+    if name in _ELSEWHERE:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_ELSEWHERE[name]}", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,7 @@ IMG_PER_S = re.compile(r"(\d+(\.\d+)?) img/s$")
     (dict(what="train", size=0), "size must be a positive integer, got 0"),
     (dict(what="train", epochs=1.5), "epochs must be a positive integer, got 1.5"),
     (dict(what="generate", images=-3), "images must be a positive integer, got -3"),
-    (dict(what="train", precision="fp8"), "precision='fp8' is not one of fp32, bf16, auto"),
+    (dict(what="train", precision="fp8"), "precision='fp8' is not one of auto, fp32, bf16, fp16"),
 ])
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError) as error:
@@ -50,7 +50,7 @@ def test_train_uses_fit_classifier_and_names_path_precision_and_weights(tiny_set
     results = bench.run("train", data="synthetic", size=32, epochs=1, precision="fp32",
                         augment=augment)
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith(f"train: VGG16 block5+head fine-tune, {path} path, float32, "
+    assert line.startswith(f"train: VGG16 block5+head fine-tune, {path} path, fp32, "
                            f"{'with' if augment else 'no'} augmentation, weights random "
                            f"(weights=none)")
     assert "size=32 images=27 epochs=1" in line

@@ -87,6 +87,10 @@ def test_train_writes_model_meta_and_tensorboard_logs(trained):
     assert meta["recipe"]["augment"] == "flip-shift" and meta["recipe"]["schedule"] == "cosine"
     assert meta["recipe"]["batch_size"] == 32  # the ci profile's own batch
     assert meta["flip_tta"] == {"mode": "on", "used": True}
+    # the schedule: 1 epoch of 15 steps planned from the start (--epochs), none resumed
+    assert meta["schedule"]["epochs"] == 1 and meta["schedule"]["steps"] == 15
+    assert meta["schedule"]["steps_done"] == 15 and meta["resumed"] == []
+    assert "bf16" in meta["cpu"] and not (out / "backup").exists()
     assert meta["split_faces"] == {"train": 479, "val": 61, "test": 60}  # the ci profile: 600
     # What the model predicts on the test faces: spread, recall, confusion matrix.
     report = meta["test_report"]
@@ -221,6 +225,37 @@ def test_train_vgg16_with_pretrained_weights_runs_the_cached_path(vgg_notop, pic
     assert face["label"] == max(face["probabilities"], key=face["probabilities"].get)
 
 
+def test_vgg_checkpoint_and_tflite_export_predict_without_meta_json(vgg_notop, workdir):
+    """Preprocessing is inside the saved models: a lone best.keras or model.tflite predicts
+    exactly what the run folder (with meta.json) predicts on the same crops."""
+    import shutil
+
+    from fer_utils import data, export, inference
+
+    out = workdir / "vgg-cached"  # trained by the test above
+    exported = workdir / "vgg-export"
+    result = run_cli(["export", "--model", out, "--out", exported, "--faces", "8"], workdir,
+                     FER_WEIGHTS=str(vgg_notop))
+    assert result.returncode == 0, result.stderr[-3000:]
+    alone = workdir / "alone"
+    alone.mkdir()
+    shutil.copy(out / "best.keras", alone / "best.keras")
+    shutil.copy(exported / "model.tflite", alone / "model.tflite")
+    faces = data.load_dataset("synthetic", limit=12, progress=False)
+    model, meta = inference.load_model(out)
+    expected = inference.predict_faces(model, faces.images, meta)
+    best, best_meta = inference.load_any_model(alone / "best.keras")
+    assert "no meta.json" in best_meta["note"] and best_meta["preprocess"] == "vgg"
+    checkpoint, _ = inference.load_model(out / "best.keras")
+    np.testing.assert_allclose(inference.predict_faces(best, faces.images, best_meta),
+                               inference.predict_faces(checkpoint, faces.images, meta),
+                               atol=1e-5)
+    tflite, tflite_meta = inference.load_any_model(alone / "model.tflite")
+    assert isinstance(tflite, export.TFLiteModel) and tflite_meta["input_size"] == [32, 32]
+    np.testing.assert_allclose(inference.predict_faces(tflite, faces.images, tflite_meta),
+                               expected, atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def blank_faces_csv(workdir):
     """A FER2013 CSV whose 70 faces are all the same grey picture: any model collapses."""
@@ -274,7 +309,9 @@ def test_train_reads_a_real_sets_whole_split_in_the_laptop_profile(tmp_path, mon
     import resource
 
     from fer_utils import config
-    from fer_utils.__main__ import SMALL_CLASS_WEIGHTS, main
+    from fer_utils import data
+    from fer_utils.__main__ import main
+    from fer_utils.train import SMALL_TRAINING
     from fer_utils.models import layers  # noqa: F401 (registers HorizontalFlip for loading)
 
     faces = _write_split_folder(tmp_path / "faces", {"train": 10, "validation": 3, "test": 3})
@@ -291,7 +328,8 @@ def test_train_reads_a_real_sets_whole_split_in_the_laptop_profile(tmp_path, mon
     meta = json.loads((out / "meta.json").read_text())
     assert meta["split_faces"] == {"train": 70, "val": 21, "test": 21}
     assert meta["recipe"] == {"batch_size": 128, "learning_rate": 0.002, "schedule": "cosine",
-                              "augment": "flip-shift", "class_weights": SMALL_CLASS_WEIGHTS}
+                              "augment": "flip-shift",
+                              "class_weights": SMALL_TRAINING["class_weights"]}
     # the closing output: accuracy, macro-F1, recall per class, the confusion matrix table
     report = meta["test_report"]
     recall = ", ".join(f"{n} {report['recall'][n]:.2f}" for n in EXPRESSIONS)
@@ -310,45 +348,56 @@ def test_train_reads_a_real_sets_whole_split_in_the_laptop_profile(tmp_path, mon
     assert tta["used"] == (tta["val_accuracy"]["flips"] > tta["val_accuracy"]["plain"])
     assert (f"accuracy {tta['val_accuracy']['plain']:.4f} without, "
             f"{tta['val_accuracy']['flips']:.4f} with") in stdout
-    assert tta["val_accuracy"]["plain"] == pytest.approx(meta["val_report"]["accuracy"],
-                                                         abs=1e-4)
     import keras
 
     model = keras.models.load_model(out / "model.keras")
     assert ("mirror" in [layer.name for layer in model.layers]) == tta["used"]
+    # The flip decision and the validation report are the SAVED model's own figures.
+    val = data.split(data.load_dataset(f"folder:{faces}", limit=None), seed=1234)[1]
+    x = val.images.astype("float32")
+    saved_accuracy = float(np.mean(model.predict(x, verbose=0).argmax(1) == val.labels))
+    chosen = tta["val_accuracy"]["flips" if tta["used"] else "plain"]
+    assert saved_accuracy == pytest.approx(chosen, abs=1e-4)
+    assert meta["val_report"]["accuracy"] == pytest.approx(saved_accuracy, abs=1e-4)
 
 
 def test_train_options_follow_the_profile_and_the_set(tmp_path):
     from fer_utils import config
-    from fer_utils.__main__ import UNTIL_BUDGET_EPOCHS, _train_options, build_parser
+    from fer_utils.train import Recipe, plan_run
 
-    def options(profile, dataset, *argv):
+    def plan(profile, dataset, **options):
         settings = config.get_settings({"FER_PROFILE": profile, "FER_DATASET": dataset,
                                         "FER_LOG_DIR": str(tmp_path),
                                         "FER_DATA_DIR": str(tmp_path)})
-        return _train_options(build_parser().parse_args(["train", *argv]), settings)
+        return plan_run(Recipe(**options), settings)
 
     real = f"folder:{tmp_path}"
-    laptop = options("laptop", real)
-    assert laptop["limit"] is None and laptop["epochs"] == UNTIL_BUDGET_EPOCHS
-    assert laptop["until_budget"] and laptop["batch_size"] == 128
-    assert options("laptop", real, "--epochs", "3")["epochs"] == 3
-    assert options("full", real)["until_budget"]
-    synthetic = options("laptop", "synthetic")  # the built-in set keeps the profile's size
-    assert synthetic["limit"] == "profile" and synthetic["epochs"] == 12
-    ci = options("ci", real)  # the ci profile stays tiny
-    assert ci["limit"] == "profile" and ci["epochs"] == 2 and ci["batch_size"] == 32
-    vgg = options("laptop", real, "--model", "vgg16")
-    assert vgg["limit"] == "profile" and vgg["augment"] is False and vgg["schedule"] is None
-    assert vgg["class_weights"] == "balanced"
-    assert options("laptop", real, "--augment")["augment"] == "full"
-    assert options("laptop", real, "--augment", "none")["augment"] is False
-    assert options("laptop", real, "--no-class-weights")["class_weights"] == "none"
-    assert options("laptop", real, "--class-weights", "sqrt")["class_weights"] == "sqrt"
-    from fer_utils.__main__ import CliError
+    laptop = plan("laptop", real)
+    assert laptop.limit is None and laptop.epochs is None  # the budget plans the epochs
+    assert laptop.batch_size == 128 and laptop.schedule == "cosine"
+    assert plan("laptop", real, epochs=3).epochs == 3
+    assert plan("full", real).epochs is None
+    synthetic = plan("laptop", "synthetic")  # the built-in set keeps the profile's size
+    assert synthetic.limit == "profile" and synthetic.epochs == 12
+    ci = plan("ci", real)  # the ci profile stays tiny
+    assert ci.limit == "profile" and ci.epochs == 2 and ci.batch_size == 32
+    vgg = plan("laptop", real, model="vgg16")
+    assert vgg.limit == "profile" and vgg.augment == "none" and vgg.schedule == "constant"
+    assert vgg.class_weights == "balanced" and vgg.channels == 3
+    assert plan("laptop", real, augment="full").augment == "full"
+    assert plan("laptop", real, class_weights="sqrt").class_weights == "sqrt"
+    assert plan("laptop", real, precision="bfloat16").precision == "bf16"
+    for options, message in ((dict(model="resnet"), "model must be one of small, vgg16"),
+                             (dict(augment="mixup"), "augment must be one of"),
+                             (dict(model="vgg16", size=24), "size 24 is too small for VGG16"),
+                             (dict(precision="fp8"), "precision must be one of")):
+        with pytest.raises(ValueError, match=message):
+            plan("laptop", real, **options)
 
-    with pytest.raises(CliError, match="--no-class-weights contradicts --class-weights sqrt"):
-        options("laptop", real, "--no-class-weights", "--class-weights", "sqrt")
+
+def test_no_class_weights_contradicting_class_weights_is_one_line_error(workdir):
+    result = run_cli(["train", "--no-class-weights", "--class-weights", "sqrt"], workdir)
+    assert_one_line_error(result, "--no-class-weights contradicts --class-weights sqrt")
 
 
 def test_missing_picture_is_one_line_error(trained, workdir):
@@ -392,7 +441,7 @@ def test_fetch_weights_fails_fast_without_network(workdir):
 
 
 def test_output_names_are_unique_even_when_an_input_looks_renamed():
-    from fer_utils.__main__ import _output_names
+    from fer_utils.cli.predict import _output_names
 
     names = _output_names([Path("a.jpg"), Path("b/a.png"), Path("a_2.jpg"), Path(".png")],
                           Path("out"))
@@ -448,3 +497,41 @@ def test_multiworker_training_on_two_local_workers(trained, workdir):
     assert (workdir / "mw0" / "model.keras").is_file()  # the chief writes the results
     assert not (workdir / "mw1" / "model.keras").exists()
     assert list((workdir / "mw1" / "workers").rglob("events.out.tfevents*"))
+
+
+@pytest.mark.slow
+def test_multiworker_training_honours_the_time_budget(trained, workdir):
+    """Multi-worker runs keep the recipe: the budget stops every worker at the same step,
+    the rate follows the schedule, the chief writes a float32 best checkpoint."""
+    env = dict(os.environ)
+    env.update(FER_PROFILE="ci", FER_DATASET="synthetic", FER_WEIGHTS="none",
+               FER_DATA_DIR=str(workdir / "data"), FER_LOG_DIR=str(workdir / "logs"),
+               TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p))
+    hosts = [f"localhost:{port}" for port in _free_ports(2)]
+    workers = []
+    for index in (1, 0):
+        env["TF_CONFIG"] = json.dumps({"cluster": {"worker": hosts},
+                                       "task": {"type": "worker", "index": index}})
+        workers.append(subprocess.Popen(
+            [sys.executable, "-m", "fer_utils", "train", "--out", str(workdir / f"mwb{index}"),
+             "--epochs", "500", "--minutes", "2", "--precision", "bf16"], cwd=workdir,
+            env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [w.communicate(timeout=600) for w in workers]
+    for worker, (stdout, stderr) in zip(workers, outputs):
+        assert worker.returncode == 0, stderr[-3000:]
+    meta = json.loads((workdir / "mwb0" / "meta.json").read_text())
+    assert meta["minutes"] < 2.0 + 0.5  # the whole command, exit included, near the budget
+    schedule = meta["schedule"]
+    assert meta["training"]["stopped"].startswith("time budget: stopped after") and \
+        schedule["steps_done"] < schedule["steps"]
+    epochs = [[line for line in stdout.splitlines() if line.startswith("epoch ")]
+              for stdout, _ in outputs]
+    assert epochs[0] and epochs[0] == epochs[1]  # the same steps and numbers on both workers
+    assert len(epochs[0]) == meta["epochs"] < 500
+    assert meta["training"]["precision"] == "bf16"
+    import keras
+
+    best = keras.models.load_model(workdir / "mwb0" / "best.keras")
+    assert {layer.dtype_policy.name for layer in best.layers} == {"float32"}
+

@@ -410,8 +410,10 @@ def test_to_tf_dataset_shapes_dtypes_and_targets():
     fs = random_faceset(50)
     x, y = next(iter(data.to_tf_dataset(fs, batch_size=8, shuffle=False)))
     assert x.shape == (8, 48, 48, 1) and x.dtype == tf.float32 and y.dtype == tf.int32
-    np.testing.assert_allclose(x.numpy(), fs.images[:8] / 255.0, atol=1e-6)
+    np.testing.assert_allclose(x.numpy(), fs.images[:8], atol=1e-6)  # raw pixels by default
     np.testing.assert_array_equal(y.numpy(), fs.labels[:8])
+    x, _ = next(iter(data.to_tf_dataset(fs, batch_size=8, shuffle=False, preprocess="scale")))
+    np.testing.assert_allclose(x.numpy(), fs.images[:8] / 255.0, atol=1e-6)
     x, y = next(iter(data.to_tf_dataset(fs, batch_size=8, shuffle=False, image_size=96,
                                         channels=3, preprocess="vgg", target="onehot")))
     assert x.shape == (8, 96, 96, 3) and y.shape == (8, 7)

@@ -133,3 +133,23 @@ def test_loaders_do_not_import_inference_or_models():
     assert "fer_utils.faces" in reachable(graph, "fer_utils.data")
     assert not {"fer_utils.inference", "fer_utils.models", "fer_utils.train"} & \
         reachable(graph, "fer_utils.data")
+
+
+def test_a_native_failure_while_tensorflow_loads_stays_visible(tmp_path):
+    """fu.setup() holds TensorFlow's import chatter back, but not an import that fails."""
+    import os
+    import subprocess
+    import sys
+
+    fake = tmp_path / "tensorflow"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "import os\nos.write(2, b'native: libtensorflow_framework.so.2 cannot be opened\\n')\n"
+        "raise ImportError('the TensorFlow library failed to load')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(PACKAGE.parent)]),
+               FER_DATA_DIR=str(tmp_path / "data"), FER_LOG_DIR=str(tmp_path / "logs"))
+    result = subprocess.run([sys.executable, "-c", "import fer_utils as fu; fu.setup()"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode != 0
+    assert "libtensorflow_framework.so.2 cannot be opened" in result.stderr
+    assert "the TensorFlow library failed to load" in result.stderr

@@ -1,6 +1,7 @@
 """Training helpers: per-layer learning rates, resumable runs, class weights, devices."""
 
 import csv
+import json
 import warnings
 
 import keras
@@ -209,7 +210,7 @@ def test_make_callbacks_defaults_to_the_settings_log_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("FER_LOG_DIR", str(tmp_path / "logs"))
     callbacks = train.make_callbacks("defaults", tensorboard=False, backup=False)
     assert (tmp_path / "logs" / "defaults").is_dir()
-    assert {type(c).__name__ for c in callbacks} == {"ModelCheckpoint", "CSVLogger"}
+    assert {type(c).__name__ for c in callbacks} == {"Float32Checkpoint", "CSVLogger"}
 
 
 def test_class_weights_balanced_like_sklearn():
@@ -242,11 +243,21 @@ def test_distribution_strategy(monkeypatch):
 
 
 def test_cpu_bf16_detection_and_policy_choice(monkeypatch):
-    assert train.cpu_supports_bf16("flags : fpu avx512f avx512_bf16 sse")
-    assert train.cpu_supports_bf16("flags : fpu amx_bf16 amx_tile")
-    assert not train.cpu_supports_bf16("flags : fpu avx2 avx512f")
+    from fer_utils.train import precision
+
+    assert train.cpu_supports_bf16("flags : fpu avx512f avx512_bf16 sse", environ={})
+    assert train.cpu_supports_bf16("flags : fpu amx_bf16 amx_tile", environ={})
+    assert not train.cpu_supports_bf16("flags : fpu avx2 avx512f", environ={})
+    # oneDNN capped below AVX512-BF16 (an AVX2 laptop's setting): no bf16, as on such a CPU
+    capped = {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert not train.cpu_supports_bf16("flags : avx512f avx512_bf16", environ=capped)
+    assert train.cpu_supports_bf16("flags : avx512f avx512_bf16",
+                                   environ={"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"})
+    assert train.cpu_description("flags : avx2 avx512f avx512_bf16", capped) == \
+        "AVX2 (capped by ONEDNN_MAX_CPU_ISA), no bf16"
+    assert train.cpu_description("flags : avx2 fma", {}) == "AVX2, no bf16"
     try:
-        assert train.enable_mixed_precision("float32", verbose=False) == "float32"
+        assert train.enable_mixed_precision("fp32", verbose=False) == "float32"
         assert keras.mixed_precision.global_policy().name == "float32"
         with pytest.raises(ValueError, match="'fp8'"):
             train.enable_mixed_precision("fp8")
@@ -255,35 +266,37 @@ def test_cpu_bf16_detection_and_policy_choice(monkeypatch):
     if tf.config.list_logical_devices("GPU"):
         return
     # The one decision: bf16 only when the CPU has it AND a step measures faster with it.
-    monkeypatch.setattr(train, "_POLICY_CACHE", {})
-    monkeypatch.setattr(train, "cpu_supports_bf16", lambda cpuinfo=None: False)
+    monkeypatch.setattr(precision, "_MEASURED", {})
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda cpuinfo=None, environ=None: False)
     assert train.mixed_precision_policy() == "float32"
-    assert train.resolve_precision("auto") == ("float32", "auto: this CPU has no bfloat16 "
-                                                          "instructions")
-    monkeypatch.setattr(train, "cpu_supports_bf16", lambda cpuinfo=None: True)
+    chosen, why = train.resolve_precision("auto")
+    assert chosen == "fp32" and why.startswith("auto: this CPU has no native bfloat16")
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda cpuinfo=None, environ=None: True)
     assert train.mixed_precision_policy(measure=False) == "float32"
-    for bf16_ms, expected in ((0.5, "mixed_bfloat16"), (0.99, "float32")):
-        monkeypatch.setattr(train, "_POLICY_CACHE", {})
-        monkeypatch.setattr(train, "measure_precision_speed", lambda **kw: {
-            "float32": 1.0, "mixed_bfloat16": bf16_ms})
+    for bf16_s, expected in ((0.5, "mixed_bfloat16"), (0.99, "float32")):
+        monkeypatch.setattr(precision, "_MEASURED", {})
+        monkeypatch.setattr(precision, "measure_precision_speed",
+                            lambda **kw: {"fp32": 1.0, "bf16": bf16_s})
         assert train.mixed_precision_policy() == expected
     chosen, why = train.resolve_precision("auto")
-    assert chosen == "float32" and "1000 ms in float32 and 990 ms in bfloat16" in why
+    assert chosen == "fp32" and "1000 ms in fp32 and 990 ms in bf16" in why
 
 
-def test_precision_names_and_aliases():
-    assert train.resolve_precision("fp32") == ("float32", "asked for")
-    assert train.resolve_precision("bf16")[0] == "bfloat16"
-    assert train.resolve_precision("bfloat16")[0] == "bfloat16"
-    with pytest.raises(ValueError, match="precision must be one of .* got 'fp8'"):
+def test_one_precision_vocabulary_with_aliases():
+    assert train.resolve_precision("fp32") == ("fp32", "asked for")
+    for alias in ("bf16", "bfloat16", "mixed_bfloat16"):
+        assert train.resolve_precision(alias)[0] == "bf16"
+    assert train.precision_name("float16") == "fp16"
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, fp16 .* "
+                                         "got 'fp8'"):
         train.resolve_precision("fp8")
 
 
 def test_measure_precision_speed_restores_the_policy():
     keras.mixed_precision.set_global_policy("float32")
-    speed = train.measure_precision_speed(("mixed_bfloat16",), batch_size=4, image_size=16,
+    speed = train.measure_precision_speed(("bf16",), batch_size=4, image_size=16,
                                           steps=2, warmup=1, filters=(4,))
-    assert set(speed) == {"mixed_bfloat16"} and np.isfinite(speed["mixed_bfloat16"])
+    assert set(speed) == {"bf16"} and np.isfinite(speed["bf16"])
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
@@ -355,7 +368,7 @@ def test_the_path_is_chosen_and_said(capsys):
     result = train.fit_classifier(model, faces, epochs=1, batch_size=4)
     out = capsys.readouterr().out
     assert result.path == "cached" and "cached path: the layers up to block4_pool are frozen" in out
-    assert "precision float32" in out
+    assert "precision fp32" in out
     result = train.fit_classifier(model, faces, epochs=1, batch_size=4, verbose=0,
                                   max_cache_mb=0.001)
     assert result.path == "full" and "more than max_cache_mb" in result.reason
@@ -433,14 +446,20 @@ def test_checkpoints_of_the_cached_path_hold_the_image_to_label_model(tmp_path):
 def test_bfloat16_trains_and_hands_back_a_float32_model(tmp_path):
     model = _vgg()
     before = model.get_layer("fc6").kernel.numpy().copy()
-    result = train.fit_classifier(model, _faces(8), epochs=1, batch_size=4, verbose=0,
-                                  precision="bf16")
-    assert result.precision == "bfloat16" and result.path == "cached"
+    result = train.fit_classifier(model, _faces(8), _faces(8, seed=1), epochs=1, batch_size=4,
+                                  verbose=0, precision="bf16", run_name="bf16", log_dir=tmp_path)
+    assert result.precision == "bf16" and result.path == "cached"
     assert not np.array_equal(before, model.get_layer("fc6").kernel.numpy())
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras")
     assert loaded.get_layer("block5_conv1").compute_dtype == "float32"
+    # the checkpoint saved while the model computed in bfloat16 reloads as float32 too
+    best = keras.models.load_model(tmp_path / "bf16" / "best.keras")
+    assert {layer.dtype_policy.name for layer in best.layers} == {"float32"}
+    x = next(iter(train.classifier_batches(model, _faces(4), 4)))[0]
+    np.testing.assert_allclose(best.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-5)
 
 
 def test_a_collapsed_model_is_reported():
@@ -455,12 +474,29 @@ def test_a_collapsed_model_is_reported():
     assert result.val_accuracy == pytest.approx(1 / 3)
 
 
-def test_the_time_budget_stops_after_an_epoch_and_says_so(capsys):
+def test_the_time_budget_stops_after_the_step_that_spends_it(capsys):
     model = small_cnn((36, 36, 1), 3, filters=(4,), dropout=0.0)
     result = train.fit_classifier(model, _faces(8), epochs=5, batch_size=4, minutes=1e-4)
     assert result.epochs == 1 and len(result.history["loss"]) == 1
-    assert result.stopped.startswith("time budget: stopped after epoch 1 of 5")
+    assert result.stopped.startswith("time budget: stopped after 1 steps of 10")
     assert result.stopped in capsys.readouterr().out
+
+
+def test_a_logits_head_is_refused_with_the_reason():
+    model = small_cnn((36, 36, 1), 3, filters=(4,), dropout=0.0, head="logits")
+    with pytest.raises(ValueError, match="activation 'linear', not softmax .*head='logits'"):
+        train.fit_classifier(model, _faces(8), epochs=1, verbose=0)
+    sigmoid = small_cnn((36, 36, 1), 3, filters=(4,), dropout=0.0, head="sigmoid")
+    with pytest.raises(ValueError, match="activation 'sigmoid', not softmax"):
+        train.fit_classifier(sigmoid, _faces(8), epochs=1, verbose=0)
+
+
+def test_a_model_without_preprocessing_is_refused():
+    inputs = keras.Input((36, 36, 1))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(inputs))
+    bare = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    with pytest.raises(ValueError, match="has no preprocessing layer, but the kit feeds raw"):
+        train.fit_classifier(bare, _faces(8), epochs=1, verbose=0)
 
 
 def test_class_weights_pairs_and_bad_arguments():
@@ -486,7 +522,7 @@ def test_class_weights_pairs_and_bad_arguments():
 
 
 class _Clock:
-    """A fake `time` module for fer_utils.train: the clock moves only when told to."""
+    """A fake `time` module for the schedule and the fit: the clock moves only when told to."""
 
     def __init__(self):
         self.now = 1000.0
@@ -496,7 +532,7 @@ class _Clock:
 
 
 class _Tick(keras.callbacks.Callback):
-    """Advance the fake clock by `seconds` per training batch: it runs after the budget's
+    """Advance the fake clock by `seconds` per training batch: it runs after the schedule's
     `on_train_batch_begin` (which sets the rate) and before its `on_train_batch_end`."""
 
     def __init__(self, clock, seconds):
@@ -507,88 +543,99 @@ class _Tick(keras.callbacks.Callback):
         self.clock.now += self.seconds
 
 
-def test_the_time_budget_drives_the_rate_to_zero_and_stops(monkeypatch, capsys):
-    clock = _Clock()
-    monkeypatch.setattr(train, "time", clock)
+@pytest.fixture
+def clock(monkeypatch):
+    """The fake clock, in the schedule and in fit_classifier."""
+    from fer_utils.train import fit, schedule
+
+    fake = _Clock()
+    monkeypatch.setattr(schedule, "time", fake)
+    monkeypatch.setattr(fit, "time", fake)
+    return fake
+
+
+def _cosine(first, step, total):
+    return first * 0.5 * (1 + np.cos(np.pi * step / total))
+
+
+def test_the_budget_stops_mid_epoch_when_it_is_spent(clock, capsys):
     faces = _faces(40)  # 10 batches of 4 per epoch
     model = small_cnn((36, 36, 1), 3, filters=(4,), dropout=0.0)
-    # 1 minute of budget; every batch takes 7.5 s: time is up after 8 batches (in epoch 1)
+    # 50 planned epochs (500 steps), 1 minute of budget, 7.5 s per batch: time is up after 8
     with warnings.catch_warnings():  # 8 steps on random faces teach nothing: no warning
         warnings.simplefilter("ignore", train.CollapseWarning)
         result = train.fit_classifier(model, faces, faces, epochs=50, batch_size=4,
                                       learning_rate=0.01, minutes=1, schedule="cosine",
                                       callbacks=[_Tick(clock, 7.5)], verbose=1)
-    rates = result.history  # the per-epoch rate Keras logs is the last batch's
-    assert result.epochs == 1 and result.stopped.startswith("time budget: stopped after 8 steps")
+    assert result.epochs == 1
+    assert result.stopped.startswith("time budget: stopped after 8 steps of 500, 1.0 of 1 "
+                                     "minutes used (the time budget is spent)")
     assert result.stopped in capsys.readouterr().out
-    # rate of batch k = 0.01 · (1 + cos(π·k/8)) / 2: the cosine over the budget's 60 s
-    expected = [0.01 * 0.5 * (1 + np.cos(np.pi * k * 7.5 / 60)) for k in range(8)]
-    logged = float(rates["learning_rate"][-1])
-    assert logged == pytest.approx(expected[-1], rel=1e-4) and logged < 0.01 * 0.04
-    assert float(np.asarray(model.optimizer.learning_rate)) == pytest.approx(expected[-1],
-                                                                             rel=1e-4)
+    # the rate follows the steps (the cosine over the 500 planned), not the clock
+    logged = float(result.history["learning_rate"][-1])
+    assert logged == pytest.approx(_cosine(0.01, 7, 500), rel=1e-6)
     assert result.val_report is not None  # the stopped epoch was still validated
+    assert result.schedule["steps"] == 500 and result.schedule["steps_done"] == 8
 
 
-def test_the_budget_stops_at_an_epoch_end_when_the_next_epoch_would_teach_nothing(monkeypatch):
-    clock = _Clock()
-    monkeypatch.setattr(train, "time", clock)
+def test_the_budget_becomes_whole_epochs_after_the_first(clock):
     faces = _faces(40)  # 10 batches of 4 per epoch
+    model = small_cnn((36, 36, 1), 3, filters=(4,), dropout=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", train.CollapseWarning)
+        result = train.fit_classifier(model, faces, faces, epochs=None, batch_size=4,
+                                      learning_rate=0.01, minutes=1, schedule="cosine",
+                                      callbacks=[_Tick(clock, 2.0)], verbose=0)
+    # epoch 1 took 20 s of the 60: two more whole epochs fit, 30 steps in all
+    assert result.epochs == 3 and result.stopped is None
+    plan = result.schedule
+    assert (plan["epochs"], plan["steps"], plan["steps_done"]) == (3, 30, 30)
+    assert plan["planned"].startswith("planned after epoch 1: 20 s per epoch and 0.7 of 1 "
+                                      "training minutes left give 3 epochs (30 steps)")
+    rates = result.history["learning_rate"]  # each epoch's last step
+    np.testing.assert_allclose(rates, [0.01, _cosine(0.01, 19, 30), _cosine(0.01, 29, 30)],
+                               rtol=1e-6)
+    assert clock.now - 1000.0 == pytest.approx(60.0)
 
-    def fit(seconds_per_batch):
-        """Train with a 1-minute budget on the fake clock, from time 0."""
-        clock.now = 1000.0
+
+def test_a_resumed_run_continues_the_schedule_and_the_budget(clock, tmp_path):
+    faces = _faces(40)
+
+    def attempt(crash_at=None):
         model = small_cnn((36, 36, 1), 3, filters=(4,), dropout=0.0)
+        extra = [_Tick(clock, 2.0)] + ([_CrashAt(crash_at)] if crash_at else [])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", train.CollapseWarning)
-            return train.fit_classifier(model, faces, faces, epochs=50, batch_size=4,
+            return train.fit_classifier(model, faces, faces, epochs=None, batch_size=4,
                                         learning_rate=0.01, minutes=1, schedule="cosine",
-                                        callbacks=[_Tick(clock, seconds_per_batch)], verbose=0)
+                                        run_name="run", log_dir=tmp_path, callbacks=extra,
+                                        verbose=0)
 
-    # 5.9 s per batch: epoch 1 ends at 59 s, 98.3 % of the budget, where the cosine is below
-    # 0.1 % of the first rate: epoch 2 is never started
-    result = fit(5.9)
-    assert result.epochs == 1 and clock.now - 1000.0 == pytest.approx(59.0)
-    assert result.stopped.startswith("time budget: stopped at the end of epoch 1 after 10 "
-                                     "steps, 1.0 of 1.0 minutes used")
-    # 5.0 s per batch: epoch 1 ends at 50 s (rate 1.7 % of the first): epoch 2 starts and
-    # the budget stops it after 2 more batches (at 60 s)
-    result = fit(5.0)
-    assert result.epochs == 2 and result.stopped.startswith("time budget: stopped after 12 steps")
+    with pytest.raises(_Crash):
+        attempt(crash_at=2)  # killed after epoch 2 of the 3 planned (40 s used)
+    state = json.loads((tmp_path / "run" / "backup" / "schedule.json").read_text())
+    assert (state["epochs"], state["steps_done"], state["training_seconds"]) == (3, 20, 40.0)
+    clock.now += 500  # the machine was off for a while: that time is not training time
+    result = attempt()
+    assert result.epochs == 1  # only epoch 3 was left
+    plan = result.schedule
+    assert plan["steps_done"] == 30 and plan["training_seconds"] == pytest.approx(60.0)
+    assert [a["from_epoch"] for a in plan["attempts"]] == [0, 2]
+    # the rate continued at step 20 of 30 instead of starting over
+    assert result.history["learning_rate"][-1] == pytest.approx(_cosine(0.01, 29, 30),
+                                                                rel=1e-6)
+    with open(tmp_path / "run" / "history.csv") as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1, 2]
 
 
-def test_the_cosine_callback_follows_time_or_steps_whichever_is_further():
-    clock = _Clock()
-    callback = train.CosineDecayToBudget(0.1, minutes=10, started=clock.now)
-    model = small_cnn((12, 12, 1), 3, filters=(2,), dropout=0.0)
-    model.compile(keras.optimizers.Adam(0.1), loss="sparse_categorical_crossentropy")
-    callback.set_model(model)
-    callback.set_params({"epochs": 2, "steps": 5})
-    import fer_utils.train as module
-
-    saved = module.time
-    module.time = clock
-    try:
-        callback.on_train_begin()
-        rates = []
-        for step in range(10):  # steps run ahead of time: 1 s of a 600 s budget per step
-            callback.on_train_batch_begin(step)
-            rates.append(float(np.asarray(model.optimizer.learning_rate)))
-            clock.now += 1.0
-            callback.on_train_batch_end(step)
-        assert not model.stop_training  # time is not up: the steps ended the run
-        np.testing.assert_allclose(rates, [0.05 * (1 + np.cos(np.pi * k / 10)) for k in range(10)],
-                                   rtol=1e-6)
-        assert callback.rates == pytest.approx(rates)
-        clock.now = callback.started + 600  # the budget is spent
-        callback.on_train_batch_end(10)
-        assert model.stop_training and "10.0 minutes used" in callback.message
-    finally:
-        module.time = saved
+def test_budget_schedule_arguments_are_checked():
     for kwargs, message in ((dict(learning_rate=0), "learning_rate must be a number > 0"),
-                            (dict(learning_rate=1e-3, minutes=-1), "minutes must be")):
+                            (dict(learning_rate=1e-3, minutes=-1), "minutes must be"),
+                            (dict(learning_rate=1e-3, shape="step"), "shape must be one of"),
+                            (dict(learning_rate=1e-3, epochs=None, minutes=None),
+                             "give epochs, minutes or both")):
         with pytest.raises(ValueError, match=message):
-            train.CosineDecayToBudget(**kwargs)
+            train.BudgetSchedule(**kwargs)
 
 
 def test_sqrt_class_weights_are_the_roots_of_balanced():
@@ -651,5 +698,5 @@ def test_flip_shift_batches_for_training():
     assert result.path == "full" and "augmentation" in result.reason
     with pytest.raises(ValueError, match="augment must be one of"):
         train.fit_classifier(model, faces, epochs=1, verbose=0, augment="mixup")
-    with pytest.raises(ValueError, match="schedule must be None or 'cosine'"):
+    with pytest.raises(ValueError, match=r"schedule must be one of \('cosine', 'constant'\)"):
         train.fit_classifier(model, faces, epochs=1, verbose=0, schedule="step")

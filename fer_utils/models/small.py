@@ -1,6 +1,6 @@
 """Small CNNs built from scratch and the heads for the three task types.
 
-The three task types of the course (design.md §4, notebook 02):
+The three task types of the course (notebook 02):
 
 - classification: one softmax over the expressions (`small_cnn`);
 - classification + regression: expression (softmax) and its intensity (sigmoid or linear),

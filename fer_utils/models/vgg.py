@@ -29,7 +29,8 @@ from ..config import IMAGENET_NOTOP_FILE, imagenet_weights_path
 from .preprocess import Preprocess
 
 __all__ = [
-    "VGG16_BASE_WEIGHTS", "VGG16_CONV_LAYERS", "VGG16_LAYERS", "IMAGENET_NOTOP_FILE",
+    "VGG16_BASE_WEIGHTS", "VGG16_CONV_LAYERS", "VGG16_LAYERS", "VGG_MIN_SIZE",
+    "IMAGENET_NOTOP_FILE",
     "IMAGENET_NOTOP_URL", "IMAGENET_NOTOP_MD5", "WeightsError", "imagenet_weights_path",
     "fetch_imagenet_weights", "vgg16_base", "call_trunk", "vgg16_classifier", "pretrained",
     "freeze_before", "check_trainable_from", "trainable_summary",
@@ -40,6 +41,8 @@ VGG16_LAYERS = tuple(
     name for block, convs in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
     for name in [f"block{block}_conv{i}" for i in range(1, convs + 1)] + [f"block{block}_pool"])
 VGG16_CONV_LAYERS = tuple(name for name in VGG16_LAYERS if "_conv" in name)
+# The smallest input side VGG16 takes: five 2×2 poolings leave at least 1×1.
+VGG_MIN_SIZE = 32
 # Weights (kernels + biases) of the VGG16 conv base with 3 input channels.
 VGG16_BASE_WEIGHTS = 14_714_688
 IMAGENET_NOTOP_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
@@ -158,7 +161,7 @@ def _check_shape(input_shape, who: str = "vgg16") -> tuple:
     except (TypeError, ValueError):
         raise ValueError(f"{who}: input_shape must be (height, width, channels), "
                          f"got {input_shape!r}") from None
-    if len(shape) != 3 or shape[2] not in (1, 3) or min(shape[:2]) < 32:
+    if len(shape) != 3 or shape[2] not in (1, 3) or min(shape[:2]) < VGG_MIN_SIZE:
         raise ValueError(f"{who}: input_shape must be (height, width, channels) with height and "
                          f"width >= 32 and 1 or 3 channels, got {input_shape!r}")
     return shape
