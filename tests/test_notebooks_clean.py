@@ -64,3 +64,20 @@ def test_learner_text_prerequisites_solutions_references(path):
         f"{path.name}: {hints} exercise hint(s) but {len(hidden)} collapsed solution cell(s)"
     assert any(t.lstrip().startswith("## References") for t in text[start:]), \
         f"{path.name}: no '## References' section after the exercises"
+
+
+FIGURE = re.compile(r"plt\.show\(\)|\bshow_images\(|\bshow_image_grid\(|\bplot_\w+\(")
+
+
+@pytest.mark.parametrize("path", LEARNER_STYLE, ids=lambda p: p.name)
+def test_what_you_should_see_after_each_figure(path):
+    cells = json.loads(path.read_text())["cells"]
+    missing = []
+    for i, cell in enumerate(cells):
+        hidden = cell.get("metadata", {}).get("jupyter", {}).get("source_hidden")
+        if cell["cell_type"] != "code" or hidden or not FIGURE.search("".join(cell["source"])):
+            continue
+        after = ["".join(c["source"]) for c in cells[i + 1:i + 4] if c["cell_type"] == "markdown"]
+        if not any("What you should see" in text for text in after):
+            missing.append(i)
+    assert not missing, f"{path.name}: figure cells {missing} have no 'What you should see' after them"
