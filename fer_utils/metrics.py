@@ -405,13 +405,14 @@ class SeedComparison:
                 f"±{self.tolerance:.3f} to count: {verdict}")
 
 
-def compare_seeds(runs, a: str, b: str, metric: str, arm: str = "arm",
+def compare_seeds(runs, a: str, b, metric: str, arm: str = "arm",
                   seed: str = "seed") -> SeedComparison:
-    """Compare arm `a` with arm `b` on `metric`, seed by seed.
+    """Compare arm `a` with arm `b` (or with a fixed value, e.g. a baseline) on `metric`, seed by seed.
 
     Args:
         runs: a DataFrame (or list of dicts) with one row per (arm, seed) and a `metric` column.
-        a, b: the two arms' names (values of the `arm` column).
+        a: an arm's name (a value of the `arm` column).
+        b: another arm's name, or a number that every seed of `a` is compared with.
         metric: the column to compare.
         arm, seed: the names of the arm and seed columns.
 
@@ -421,9 +422,16 @@ def compare_seeds(runs, a: str, b: str, metric: str, arm: str = "arm",
     """
     frame = _runs_frame(runs, arm, seed, [metric])
     table = frame.pivot(index=seed, columns=arm, values=metric)
-    for name in (a, b):
+    fixed = not isinstance(b, str)
+    for name in (a,) if fixed else (a, b):
         if name not in table.columns:
             raise ValueError(f"compare_seeds: no arm {name!r}; the arms are {list(table.columns)}")
+    if fixed:
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b):
+            raise ValueError(f"compare_seeds: b must be an arm's name or a finite number, got {b!r}")
+        values = table[a].dropna()
+        return SeedComparison(metric, a, f"{b:.3f}", tuple(float(v - b) for v in values),
+                              tuple(values.index.tolist()))
     both = table[[a, b]].dropna()
     if both.empty:
         raise ValueError(f"compare_seeds: arms {a!r} and {b!r} share no seed")

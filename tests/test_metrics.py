@@ -198,6 +198,15 @@ def test_seed_comparison_check_raises_only_on_a_contradiction():
         consistent.check("better")
 
 
+def test_compare_seeds_against_a_fixed_baseline():
+    runs = _runs([0.05, 0.06, 0.07])
+    above = metrics.compare_seeds(runs, "new", 0.5, "f1")
+    assert above.differences == pytest.approx((0.06, 0.08, 0.10)) and above.outcome == "higher"
+    assert metrics.compare_seeds(runs, "old", 0.52, "f1").outcome == "within the spread"
+    with pytest.raises(ValueError, match="finite number"):
+        metrics.compare_seeds(runs, "new", float("nan"), "f1")
+
+
 def test_compare_seeds_rejects_bad_runs():
     with pytest.raises(ValueError, match="no arm 'gone'"):
         metrics.compare_seeds(_runs([0.1, 0.2]), "gone", "old", "f1")
