@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = ("attention", "augment", "bench", "camera", "config", "cpu", "data", "export",
                "faces", "faceset", "images", "inference", "labelling", "legacy", "metrics",
-               "models", "photo_folder", "plots", "synth", "synth_clip", "tracking", "train",
+               "models", "optimizers", "photo_folder", "plots", "synth", "synth_clip", "tracking", "train",
                "video")
 
 __all__ = ["Settings", "SettingsError", "get_settings", "setup", *_SUBMODULES]

@@ -503,9 +503,9 @@ def init_from(source, num_classes: int, *, mode: str = "last-block", class_names
     rates = _rates(blocks, mode, float(learning_rate), float(middle_rate))
     optimizer = None
     if mode == "layerwise":
-        from . import train
+        from .optimizers import layerwise_optimizer
 
-        optimizer = train.layerwise_optimizer(rates, base_learning_rate=float(learning_rate))
+        optimizer = layerwise_optimizer(rates, base_learning_rate=float(learning_rate))
     record = src.describe()
     record.update(
         trunk={"first": next((c.name for c in copies if c.weights), copies[0].name),

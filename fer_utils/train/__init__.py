@@ -9,7 +9,7 @@
 - `callbacks`: TensorBoard, the float32 best checkpoint, BackupAndRestore, CSV log, progress.
 - `precision`: one vocabulary ("auto", "fp32", "bf16", "fp16") and the one decision.
 - `cache`: the frozen layers computed once (the cached path).
-- `optimizers`: per-layer learning rates (`layerwise_optimizer`).
+- `fer_utils.optimizers` (re-exported): per-layer learning rates (`layerwise_optimizer`).
 - `balance`: class weights. `devices`: strategies and the multi-worker loop.
 - `profiling`: batch size against memory and speed.
 
@@ -21,7 +21,7 @@ from .cache import *  # noqa: F401,F403
 from .callbacks import *  # noqa: F401,F403
 from .devices import *  # noqa: F401,F403
 from .fit import *  # noqa: F401,F403
-from .optimizers import *  # noqa: F401,F403
+from ..optimizers import *  # noqa: F401,F403 (per-layer rates, also used by fer_utils.transfer)
 from .precision import *  # noqa: F401,F403
 from .profiling import *  # noqa: F401,F403
 from .recipe import *  # noqa: F401,F403
