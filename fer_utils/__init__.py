@@ -19,8 +19,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = ("attention", "augment", "bench", "camera", "config", "cpu", "data", "export",
                "faces", "faceset", "images", "inference", "labelling", "legacy", "metrics",
-               "models", "optimizers", "photo_folder", "plots", "synth", "synth_clip", "tracking", "train",
-               "video")
+               "models", "optimizers", "photo_folder", "plots", "synth", "synth_clip",
+               "tracking", "train", "video")
 
 __all__ = ["Settings", "SettingsError", "get_settings", "setup", *_SUBMODULES]
 
