@@ -329,7 +329,8 @@ def test_train_reads_a_real_sets_whole_split_in_the_laptop_profile(tmp_path, mon
     assert meta["split_faces"] == {"train": 70, "val": 21, "test": 21}
     assert meta["recipe"] == {"batch_size": 128, "learning_rate": 0.002, "schedule": "cosine",
                               "augment": "flip-shift",
-                              "class_weights": SMALL_TRAINING["class_weights"]}
+                              "class_weights": SMALL_TRAINING["class_weights"],
+                              "filters": [32, 64, 128, 256], "width_reason": "full width"}
     # the closing output: accuracy, macro-F1, recall per class, the confusion matrix table
     report = meta["test_report"]
     recall = ", ".join(f"{n} {report['recall'][n]:.2f}" for n in EXPRESSIONS)
