@@ -431,8 +431,9 @@ def _check_out(out: Path, plan: RunPlan, settings) -> dict:
     except OSError as err:
         raise ValueError(f"cannot create the output folder {out}: {err.strerror or err}") \
             from None
-    record = {"plan": dataclasses.asdict(plan), "dataset": settings.dataset,
-              "profile": settings.profile.name, "seed": settings.seed}
+    record = json.loads(json.dumps(  # as run.json holds it (tuples become lists)
+        {"plan": dataclasses.asdict(plan), "dataset": settings.dataset,
+         "profile": settings.profile.name, "seed": settings.seed}))
     run_file = out / _RUN_FILE
     if (out / "backup").exists() and run_file.is_file():
         before = json.loads(run_file.read_text())
