@@ -497,9 +497,9 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-@pytest.mark.slow
-def test_multiworker_training_on_two_local_workers(trained, workdir):
-    """Two workers (two processes here, two hosts in real use) train one model in sync."""
+def _run_two_workers(workdir, name: str, *options) -> list:
+    """`train --out workdir/NAME{0,1}` on two local workers (worker 0 the chief); their
+    (stdout, stderr), each asserted to have exited with 0."""
     env = dict(os.environ)
     env.update(FER_PROFILE="ci", FER_DATASET="synthetic", FER_WEIGHTS="none",
                FER_DATA_DIR=str(workdir / "data"), FER_LOG_DIR=str(workdir / "logs"),
@@ -511,12 +511,19 @@ def test_multiworker_training_on_two_local_workers(trained, workdir):
         env["TF_CONFIG"] = json.dumps({"cluster": {"worker": hosts},
                                        "task": {"type": "worker", "index": index}})
         workers.append(subprocess.Popen(
-            [sys.executable, "-m", "fer_utils", "train", "--out", str(workdir / f"mw{index}"),
-             "--epochs", "1"], cwd=workdir, env=dict(env), stdout=subprocess.PIPE,
+            [sys.executable, "-m", "fer_utils", "train", "--out", str(workdir / f"{name}{index}"),
+             *options], cwd=workdir, env=dict(env), stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True))
     outputs = [w.communicate(timeout=600) for w in workers]
     for worker, (stdout, stderr) in zip(workers, outputs):
         assert worker.returncode == 0, stderr[-3000:]
+    return outputs
+
+
+@pytest.mark.slow
+def test_multiworker_training_on_two_local_workers(trained, workdir):
+    """Two workers (two processes here, two hosts in real use) train one model in sync."""
+    outputs = _run_two_workers(workdir, "mw", "--epochs", "1")
     epoch_lines = [[line for line in stdout.splitlines() if line.startswith("epoch 1/1")]
                    for stdout, _ in outputs]
     assert epoch_lines[0] and epoch_lines[0] == epoch_lines[1]  # the same synchronised model
@@ -529,23 +536,8 @@ def test_multiworker_training_on_two_local_workers(trained, workdir):
 def test_multiworker_training_honours_the_time_budget(trained, workdir):
     """Multi-worker runs keep the recipe: the budget stops every worker at the same step,
     the rate follows the schedule, the chief writes a float32 best checkpoint."""
-    env = dict(os.environ)
-    env.update(FER_PROFILE="ci", FER_DATASET="synthetic", FER_WEIGHTS="none",
-               FER_DATA_DIR=str(workdir / "data"), FER_LOG_DIR=str(workdir / "logs"),
-               TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p))
-    hosts = [f"localhost:{port}" for port in _free_ports(2)]
-    workers = []
-    for index in (1, 0):
-        env["TF_CONFIG"] = json.dumps({"cluster": {"worker": hosts},
-                                       "task": {"type": "worker", "index": index}})
-        workers.append(subprocess.Popen(
-            [sys.executable, "-m", "fer_utils", "train", "--out", str(workdir / f"mwb{index}"),
-             "--epochs", "500", "--minutes", "2", "--precision", "bf16"], cwd=workdir,
-            env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outputs = [w.communicate(timeout=600) for w in workers]
-    for worker, (stdout, stderr) in zip(workers, outputs):
-        assert worker.returncode == 0, stderr[-3000:]
+    outputs = _run_two_workers(workdir, "mwb", "--epochs", "500", "--minutes", "2",
+                               "--precision", "bf16")
     meta = json.loads((workdir / "mwb0" / "meta.json").read_text())
     assert meta["minutes"] < 2.0 + 0.5  # the whole command, exit included, near the budget
     schedule = meta["schedule"]
@@ -557,6 +549,8 @@ def test_multiworker_training_honours_the_time_budget(trained, workdir):
     assert len(epochs[0]) == meta["epochs"] < 500
     assert meta["training"]["precision"] == "bf16"
     import keras
+
+    from fer_utils import models  # noqa: F401 (registers the Preprocess layer for loading)
 
     best = keras.models.load_model(workdir / "mwb0" / "best.keras")
     assert {layer.dtype_policy.name for layer in best.layers} == {"float32"}
