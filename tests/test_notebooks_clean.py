@@ -34,12 +34,9 @@ def test_course_shape(path):
 # Words of the test machinery that lesson text must not use (profiles differ by their numbers,
 # set in fu.setup() and the notebook's setup cell, not by branches or verdicts in the text).
 MACHINERY = re.compile(r"nbval|VERDICT|\bci profile\b|\bissue \d+", re.IGNORECASE)
-# The notebooks rewritten in the learner style so far; the others join as their owners finish
-# them (04, 05 and 06 still lack a prerequisites line and use some of these words).
-LEARNER_STYLE = [p for p in NOTEBOOKS if p.name[:2] in {"00", "01", "02", "03", "07", "90"}]
 
 
-@pytest.mark.parametrize("path", LEARNER_STYLE, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_lesson_text_has_no_test_machinery(path):
     nb = json.loads(path.read_text())
     found = {i: sorted(set(MACHINERY.findall("".join(c["source"]))))
@@ -48,7 +45,7 @@ def test_lesson_text_has_no_test_machinery(path):
     assert not found, f"{path.name}: markdown cells {found} talk about the test machinery"
 
 
-@pytest.mark.parametrize("path", LEARNER_STYLE, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_learner_text_prerequisites_solutions_references(path):
     nb = json.loads(path.read_text())
     cells = nb["cells"]
@@ -69,7 +66,7 @@ def test_learner_text_prerequisites_solutions_references(path):
 FIGURE = re.compile(r"plt\.show\(\)|\bshow_images\(|\bshow_image_grid\(|\bplot_\w+\(")
 
 
-@pytest.mark.parametrize("path", LEARNER_STYLE, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_what_you_should_see_after_each_figure(path):
     cells = json.loads(path.read_text())["cells"]
     missing = []

@@ -407,3 +407,23 @@ def test_train_init_from_errors_are_one_line(cli_runs, tmp_path):
     with pytest.raises(transfer.TransferError) as excinfo:
         transfer.init_from(source, 3, head="keep", class_names=("calm", "smiling", "tense"))
     _error(excinfo, str(source), "[7] outputs", "3 classes")
+
+
+def test_train_keep_head_fine_tunes_the_source_head_on_the_same_classes(cli_runs, tmp_path):
+    workdir, source, folder, _, _ = cli_runs
+    cife = _write_cife_like(tmp_path / "cife", per_class=3)
+    out = tmp_path / "kept"
+    result = _cli(["train", "--init-from", source, "--keep-head", "--out", out, "--epochs", "1",
+                   "--tta", "off", "--precision", "fp32"], workdir, FER_DATASET=f"folder:{cife}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((out / "meta.json").read_text())["init_from"]
+    assert record["head"] == "keep" and record["new_classes"] == list(data.EXPRESSIONS)
+    tuned, before = (keras.saving.load_model(p / "model.keras") for p in (out, source))
+    assert [layer.name for layer in tuned.layers][-3:] == [layer.name for layer in
+                                                            before.layers][-3:]
+    # another number of classes than the source's: one line; no --init-from: one line
+    _one_line_error(_cli(["train", "--init-from", source, "--keep-head", "--out",
+                          tmp_path / "e", "--epochs", "1"], workdir,
+                         FER_DATASET=f"folder:{folder}"), "head='keep'", "3 classes")
+    _one_line_error(_cli(["train", "--keep-head", "--out", tmp_path / "f"], workdir),
+                    "--keep-head needs --init-from")

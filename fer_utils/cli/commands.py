@@ -27,7 +27,8 @@ def cmd_train(args) -> int:
                     augment=args.augment,
                     class_weights="none" if args.no_class_weights else args.class_weights,
                     precision=args.precision, tta=args.tta, strategy=args.strategy,
-                    init_from=args.init_from, fine_tune=args.fine_tune, width=args.width)
+                    init_from=args.init_from, fine_tune=args.fine_tune,
+                    keep_head=args.keep_head, width=args.width)
     result = train_recipe(recipe, out=args.out, settings=settings)
     for line in result.lines:
         print(line, file=sys.stderr if line.startswith("warning:") else sys.stdout, flush=True)

@@ -219,6 +219,10 @@ def _add_train_parser(commands) -> None:
                             "recipe: the early blocks frozen, the last block and the head "
                             "train), head (the trunk frozen), layerwise (per-layer rates: the "
                             "first block frozen, the middle ones at a tenth of the rate), all")
+    train.add_argument("--keep-head", action="store_true",
+                       help="with --init-from: keep the source's own head instead of a new one "
+                            "(the new faces must have the source's classes, in its order: a "
+                            "FER2013 model fine-tuned on CIFE)")
     train.add_argument("--width", type=_positive_float, metavar="SHARE",
                        help="small: train with this share (0-1] of the small CNN's filters "
                             "(32-256). Default: chosen for the CPU: 0.75 when the budget "

@@ -56,6 +56,7 @@ class Recipe:
     strategy: str = "auto"  # "auto", "one", "mirrored", "multiworker"
     init_from: str | None = None  # a trained model to start from (model.keras, run folder...)
     fine_tune: str = "last-block"  # with init_from: "head", "last-block", "layerwise", "all"
+    keep_head: bool = False  # with init_from: keep the source's head (the same classes)
     width: float | None = None  # small's filters × width; None: chosen for the CPU (auto)
 
 
@@ -79,6 +80,7 @@ class RunPlan:
     minutes: float
     init_from: str | None = None
     fine_tune: str | None = None
+    head: str | None = None  # with init_from: "new" or "keep" (the source's own head)
     filters: tuple | None = None  # the small CNN's filters per stage (None: not small)
     width_reason: str | None = None  # why these filters
 
@@ -113,6 +115,8 @@ def plan_run(recipe: Recipe, settings) -> RunPlan:
     if recipe.width is not None and not 0 < recipe.width <= 1:
         raise ValueError(f"width must be in (0, 1] (a share of the small CNN's filters), got "
                          f"{recipe.width!r}")
+    if recipe.keep_head and recipe.init_from is None:
+        raise ValueError("--keep-head needs --init-from: only a trained model has a head to keep")
     if recipe.init_from is not None:
         return _plan_fine_tune(recipe, settings)
     profile = settings.profile
@@ -193,7 +197,8 @@ def _plan_fine_tune(recipe: Recipe, settings) -> RunPlan:
         schedule=FINE_TUNE_TRAINING["schedule"],
         precision=precision_name(recipe.precision),
         tta=recipe.tta, strategy=recipe.strategy, minutes=float(recipe.minutes),
-        init_from=str(path), fine_tune=recipe.fine_tune)
+        init_from=str(path), fine_tune=recipe.fine_tune,
+        head="keep" if recipe.keep_head else "new")
 
 
 # --- the parts of a run ----------------------------------------------------------------------
@@ -208,7 +213,7 @@ def _build_model(plan: RunPlan, settings, faces, channels: int):
         from .. import transfer
 
         start = transfer.init_from(plan.init_from, faces.num_classes, mode=plan.fine_tune,
-                                   class_names=list(faces.class_names),
+                                   class_names=list(faces.class_names), head=plan.head,
                                    learning_rate=plan.learning_rate)
         print(start, flush=True)
         return start.model, start.optimizer, start.source
