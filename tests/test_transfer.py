@@ -427,3 +427,21 @@ def test_train_keep_head_fine_tunes_the_source_head_on_the_same_classes(cli_runs
                          FER_DATASET=f"folder:{folder}"), "head='keep'", "3 classes")
     _one_line_error(_cli(["train", "--keep-head", "--out", tmp_path / "f"], workdir),
                     "--keep-head needs --init-from")
+
+
+def test_an_interrupted_fine_tune_resumes_only_with_its_own_options(cli_runs, tmp_path):
+    from fer_utils.train.recipe import Recipe, _check_out, plan_run
+
+    workdir, source, folder, _, _ = cli_runs
+    settings = fu.config.get_settings({"FER_PROFILE": "ci", "FER_DATASET": f"folder:{folder}",
+                                       "FER_DATA_DIR": str(tmp_path), "FER_LOG_DIR": str(tmp_path)})
+    out = tmp_path / "run"
+    plan = plan_run(Recipe(init_from=str(source), epochs=2), settings)
+    assert plan.init_from == str(source.resolve()) and plan.head == "new"
+    _check_out(out, plan, settings)
+    (out / "backup").mkdir()  # an interrupted run
+    _check_out(out, plan_run(Recipe(init_from=str(source), epochs=2), settings), settings)
+    for other, field in ((dict(fine_tune="layerwise"), "fine_tune"), (dict(keep_head=True), "head")):
+        with pytest.raises(ValueError, match=rf"interrupted run made with other options \(.*{field}"):
+            _check_out(out, plan_run(Recipe(init_from=str(source), epochs=2, **other), settings),
+                       settings)
