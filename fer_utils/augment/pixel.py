@@ -31,14 +31,19 @@ _BORDERS = {"reflect": 4, "replicate": 1, "constant": 0}
 # Input checks
 # ---------------------------------------------------------------------------------------------
 
+def _check_uint8_array(array, name: str, layout: str) -> None:
+    """Raise TypeError unless `array` is a NumPy uint8 array (`layout` names its shape)."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy uint8 array {layout}, "
+                        f"got {type(array).__name__}")
+    if array.dtype != np.uint8:
+        raise TypeError(f"{name} must be uint8 (0-255), got dtype {array.dtype}; convert with "
+                        f"np.clip(x, 0, 255).astype(np.uint8)")
+
+
 def _check_image(image, name: str = "image") -> np.ndarray:
     """Return `image` as an ndarray after checking it is a uint8 H×W or H×W×C image."""
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"{name} must be a NumPy uint8 array H×W or H×W×C, "
-                        f"got {type(image).__name__}")
-    if image.dtype != np.uint8:
-        raise TypeError(f"{name} must be uint8 (0-255), got dtype {image.dtype}; convert with "
-                        f"np.clip(x, 0, 255).astype(np.uint8)")
+    _check_uint8_array(image, name, "H×W or H×W×C")
     if image.ndim not in (2, 3) or min(image.shape[:2]) < 2:
         raise ValueError(f"{name} must be H×W or H×W×C, got shape {image.shape}")
     return image
@@ -46,12 +51,7 @@ def _check_image(image, name: str = "image") -> np.ndarray:
 
 def _check_batch(images, name: str = "images") -> np.ndarray:
     """Return `images` after checking it is a uint8 N×H×W×C batch."""
-    if not isinstance(images, np.ndarray):
-        raise TypeError(f"{name} must be a NumPy uint8 array N×H×W×C, "
-                        f"got {type(images).__name__}")
-    if images.dtype != np.uint8:
-        raise TypeError(f"{name} must be uint8 (0-255), got dtype {images.dtype}; convert with "
-                        f"np.clip(x, 0, 255).astype(np.uint8)")
+    _check_uint8_array(images, name, "N×H×W×C")
     if images.ndim != 4:
         raise ValueError(f"{name} must be N×H×W×C (use images[..., None] for grey N×H×W, or "
                          f"image[None] for one image), got shape {images.shape}")
