@@ -90,10 +90,10 @@ class Start:
     def __str__(self) -> str:
         """One line: where from, what was kept, what trains."""
         kept = self.source["trunk"]
+        head = "the source's own head" if self.source["head"] == "keep" else "a new head"
         return (f"init_from {self.source['path'] or self.source['model']}: trunk "
-                f"{kept['first']} … {kept['last']} ({kept['weights']:,} weights) with a "
-                f"{self.source['head']} head; mode {self.mode}: layers from "
-                f"{self.trainable_from} on train")
+                f"{kept['first']} … {kept['last']} ({kept['weights']:,} weights) with {head}; "
+                f"mode {self.mode}: layers from {self.trainable_from} on train")
 
 
 def sha256_of(path) -> str:
